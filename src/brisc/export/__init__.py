@@ -1,0 +1,1 @@
+"""Export of trained brisc models to ONNX, TorchScript and torch.export (needs the `train` extra)."""

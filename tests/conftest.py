@@ -1,0 +1,75 @@
+"""Shared fixtures: the real BRISC train split (from ../shared) and a small synthetic BRISC."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brisc.data import default_data_root
+from brisc.synth import generate
+
+
+@pytest.fixture(scope="session")
+def brisc_root() -> Path:
+    """The real BRISC train split. Missing data fails in CI (never a silent skip) and skips elsewhere."""
+    root = default_data_root()
+    if not (root / "classification_task").is_dir():
+        msg = f"BRISC data not found at {root} (set BRISC_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_images(brisc_root) -> list[Path]:
+    """A fixed handful of real BRISC JPEGs of every class, the non-square ones included."""
+    out = []
+    for cls in ("glioma", "meningioma", "no_tumor", "pituitary"):
+        files = sorted((brisc_root / "classification_task" / "train" / cls).glob("*.jpg"))
+        out += files[:: max(1, len(files) // 6)][:6]
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Synthetic BRISC in the release layout: 12 train + 3 test images per class, with masks."""
+    root = tmp_path_factory.mktemp("synth") / "brisc2025"
+    generate(root, per_class=12, test_per_class=3, seed=0, size=256)
+    return root
+
+
+def write_dicom(path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", slope: float = 1.0,
+                intercept: float = 0.0, window: tuple[float, float] | None = None, with_pixels: bool = True):
+    """A minimal but valid DICOM file (pydicom), single- or multi-frame (pixels [F, H, W])."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, SecondaryCaptureImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.PatientName = "Synthetic^Phantom"
+    pixels = np.asarray(pixels, np.uint16)
+    frames = pixels.shape[0] if pixels.ndim == 3 else 1
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
