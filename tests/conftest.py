@@ -73,3 +73,38 @@ def write_dicom(path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", s
         ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return Path(path)
+
+
+def run_cli(module: str, *args, env: dict | None = None, timeout: int = 600, check: bool = True):
+    """Run ``python -m module args`` like a user would; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                       env={**os.environ, "WANDB_SILENT": "true", **(env or {})}, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{module} {args} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A tiny random HF ViT saved like a pretrained checkpoint (10-class head, replaced on load)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    d = tmp_path_factory.mktemp("hf") / "tiny-vit"
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=224, patch_size=16, num_labels=10)
+    import torch
+    torch.manual_seed(0)
+    ViTForImageClassification(cfg).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_root, tiny_hf_dir, tmp_path_factory) -> Path:
+    """One tiny brisc-train run of all three models on synthetic BRISC, shared by the train/export/infer tests."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit,hf_vit,sae", "--preset", "tiny",
+            "--out", out, "--hf-model", tiny_hf_dir, "--wandb", "offline")
+    return out

@@ -1,0 +1,173 @@
+"""`brisc-train`: train and compare the home-made ViT, the HF ViT and the stacked autoencoders.
+
+A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_node=N``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import click
+
+from brisc.data import DataError, default_data_root, discover, make_splits
+
+MODEL_CHOICES = ("vit", "hf_vit", "sae")
+
+
+class UsageError(Exception):
+    """Bad input: one line, exit code 2, nothing written."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    data: Path
+    out: Path
+    models: tuple[str, ...] = ("vit", "sae")
+    preset: str = "cpu"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    wandb: str = "offline"
+    hf_model: str = "google/vit-base-patch16-224-in21k"
+    val_fraction: float = 0.1
+    workers: int | None = None
+    bf16: bool | None = None
+
+
+def run_training(opts: RunOptions, log=print) -> dict:
+    """Validate everything, then train each model and write the comparison. Returns comparison.json."""
+    import torch
+
+    from brisc.train import checkpoint as ckpt
+    from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
+    from brisc.train.engine import TRAIN_PRESETS, fit
+    from brisc.train.models import ModelLoadError, build_model
+    from brisc.train.report import plot_attention, write_report
+    from brisc.train.tracking import make_tracker
+
+    unknown = [m for m in opts.models if m not in MODEL_CHOICES]
+    if unknown or not opts.models:
+        raise UsageError(f"unknown model '{','.join(unknown) or '(none)'}' (choose from {', '.join(MODEL_CHOICES)})")
+    try:
+        env = init_distributed(opts.device)
+    except DeviceError as e:
+        raise UsageError(str(e)) from None
+    try:
+        disc = discover(opts.data)
+        splits = make_splits(disc, val_fraction=opts.val_fraction, seed=opts.seed)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if not splits.val:
+        raise UsageError(f"{opts.data}: too few images to carve a validation split")
+    existing = [m for m in opts.models if (opts.out / m / "state.pt").exists()]
+    if existing and not opts.resume:
+        raise UsageError(f"{opts.out} already holds a run of {', '.join(existing)}: pass --resume to continue it, "
+                         "or choose a new --out")
+
+    torch.manual_seed(opts.seed)
+    models = {}
+    for kind in opts.models:  # build all first: an unreachable hub id fails before anything is written
+        try:
+            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model)
+        except ModelLoadError as e:
+            raise UsageError(str(e)) from None
+
+    run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
+                "val_fraction": opts.val_fraction, "train_images": len(splits.train), "val_images": len(splits.val),
+                "test_images": len(splits.test), "dropped_duplicates": splits.duplicates["dropped_from_train"],
+                "preset": opts.preset, "device": str(env.device), "world_size": env.world_size,
+                "hf_model": opts.hf_model if "hf_vit" in opts.models else None,
+                "torch": torch.__version__}
+    if env.is_main:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json(opts.out / "split.json", {"seed": opts.seed, "val_fraction": opts.val_fraction,
+                                                  **{k: [s.path for s in getattr(splits, k)] for k in ("train", "val", "test")}})
+    group = broadcast_object(env, f"{opts.out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    tracker = make_tracker(opts.wandb, out_dir=opts.out, group=group, is_main=env.is_main)
+    results = {}
+    try:
+        for kind, model in models.items():
+            cfg = TRAIN_PRESETS[opts.preset][kind]
+            cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
+                                                    ("lr", opts.lr), ("num_workers", opts.workers), ("bf16", opts.bf16))
+                                  if v is not None})
+            if env.device.type == "cuda" and opts.bf16 is None:
+                cfg = replace(cfg, bf16=True)
+            out_dir = opts.out / kind
+            done = out_dir / "metrics.json"
+            if opts.resume and done.exists() and json.loads(done.read_text()).get("complete"):
+                log(f"[{kind}] already complete: kept")
+                results[kind] = json.loads(done.read_text())
+                continue
+            log(f"[{kind}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+                f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16}, device {env.device}"
+                + (f", {env.world_size} processes" if env.distributed else ""))
+            res = fit(model, kind, splits, out_dir, cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
+                      tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
+            results[kind] = res.metrics
+            if env.is_main:
+                img = plot_attention(res.model, splits.val, opts.out / f"attention_{kind}.png", device=env.device)
+                if img is not None:
+                    tracker.log_images("val/attention", [(img, f"{kind}: maps on validation tumour images")])
+        if env.is_main:
+            comp = write_report(opts.out, results, run_info)
+            tracker.start("comparison", run_info)
+            cols = ["model", "parameters", "train_seconds", "val_accuracy", "val_macro_f1", "val_macro_auc", "val_ece"]
+            tracker.log_table("comparison", cols, [[r[c] for c in cols] for r in comp["models"]])
+            tracker.finish()
+            log((opts.out / "comparison.md").read_text())
+            hint = tracker.sync_hint()
+            if hint:
+                log(f"wandb runs were saved offline; upload them with:\n  {hint}")
+            return comp
+        return {}
+    finally:
+        tracker.finish()
+        cleanup(env)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="BRISC folder (any layout brisc-data knows) [default: $BRISC_DATA or ../shared/data/brisc2025].")
+@click.option("--models", default="vit,sae", show_default=True, help="Comma-separated: vit, hf_vit, sae.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder, e.g. artifacts/runs/NAME.")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True,
+              help="Model sizes and recipes: tiny (tests), cpu (2 cores, < 1 h), gpu (ViT-S).")
+@click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the preset's batch size (per process).")
+@click.option("--lr", type=float, default=None, help="Override the preset's peak learning rate.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the init and every epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "disabled"]), default="offline",
+              show_default=True, help="Weights & Biases mode (offline needs no login or network).")
+@click.option("--hf-model", default="google/vit-base-patch16-224-in21k", show_default=True,
+              help="Pretrained HF ViT: hub id or local directory (for --models hf_vit).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: preset; always on CUDA].")
+def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
+         val_fraction, workers, bf16) -> None:
+    """Train and compare brisc's models on BRISC 2025; writes checkpoints, comparison.md/json and figures to --out.
+
+    Research use only: not a medical device."""
+    opts = RunOptions(data=data or default_data_root(), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                      preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                      resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction,
+                      workers=workers, bf16=bf16)
+    try:
+        run_training(opts)
+    except UsageError as e:
+        click.echo(f"brisc-train: error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

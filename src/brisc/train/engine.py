@@ -1,0 +1,331 @@
+"""Training and evaluation: ``train_one_epoch``, ``evaluate``, ``fit`` (one model), ``run`` (a comparison).
+
+Resume is exact: every epoch draws its randomness (shuffling, augmentation, dropout) from seeds
+derived from (seed, epoch) alone, and the end of every epoch writes the last weights and the
+optimizer/scheduler state atomically. A run killed anywhere and resumed with ``--resume`` redoes
+the interrupted epoch and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+import brisc
+from brisc import CLASSES
+from brisc.data import Sample, Splits
+from brisc.imageio import DEFAULT as PREP
+from brisc.metrics import classification_metrics, fit_temperature
+from brisc.train import checkpoint as ckpt
+from brisc.train.dataset import AugmentConfig, ScanDataset, eval_transform, train_transform
+from brisc.train.distributed import DistEnv
+from brisc.train.explain import explanation_maps, score_maps, summarise
+from brisc.train.models import model_config_dict
+from brisc.train.tracking import Tracker
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    clip_grad: float = 1.0
+    bf16: bool = True  # autocast; AMX makes bf16 ~7x faster than fp32 on the CPUs we have
+    num_workers: int = 2
+    eval_batch_size: int = 64
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain_epochs: int = 0  # SAE only: greedy layer-wise epochs per layer
+    pretrain_lr: float = 1e-3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16)
+TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
+    "tiny": {"vit": _TINY, "hf_vit": replace(_TINY, lr=1e-4), "sae": replace(_TINY, pretrain_epochs=2)},
+    "cpu": {
+        "vit": TrainConfig(epochs=30, batch_size=64, lr=1e-3, warmup_epochs=3,
+                           augment=AugmentConfig(rotation=15, scale=(0.9, 1.1))),
+        "hf_vit": TrainConfig(epochs=5, batch_size=32, lr=5e-5, warmup_epochs=0.5),
+        "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False),
+    },
+    "gpu": {
+        "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8,
+                           augment=AugmentConfig(rotation=15, scale=(0.9, 1.1))),
+        "hf_vit": TrainConfig(epochs=10, batch_size=64, lr=5e-5, warmup_epochs=1, num_workers=8),
+        "sae": TrainConfig(epochs=60, batch_size=128, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, num_workers=8),
+    },
+}
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def autocast_ctx(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DDP) else model
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms, positions and the [CLS] token."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name.startswith("decoders."):
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warmup, then cosine down to ``min_lr_ratio``; stepped every batch."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def make_loader(ds, cfg: TrainConfig, env: DistEnv, epoch: int, seed: int) -> DataLoader:
+    """A loader whose order and worker seeds depend on (seed, epoch) only."""
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    if env.distributed:
+        sampler = DistributedSampler(ds, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                          generator=g, drop_last=True)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, generator=g,
+                      drop_last=len(ds) > cfg.batch_size)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, env: DistEnv, desc: str) -> dict:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    t0 = time.perf_counter()
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
+        x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
+        with autocast_ctx(env.device, cfg.bf16):
+            logits = model(x).logits
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    stats = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+    if env.distributed:
+        dist.all_reduce(stats)
+    total_loss, correct, seen = stats.tolist()
+    dt = time.perf_counter() - t0
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "img_s": seen / dt, "seconds": dt}
+
+
+@torch.no_grad()
+def evaluate(model, ds, *, cfg: TrainConfig, env: DistEnv) -> tuple[np.ndarray, np.ndarray, float]:
+    """-> (logits [N, C], labels [N], img/s). Under DDP each rank takes every world_size-th item
+    (no padding, so no duplicates) and the pieces are gathered back in order."""
+    model = unwrap(model)
+    model.eval()
+    idx = list(range(env.rank, len(ds), env.world_size))
+    loader = DataLoader(Subset(ds, idx), batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    outs, labels = [], []
+    t0 = time.perf_counter()
+    for x, y in loader:
+        with autocast_ctx(env.device, cfg.bf16):
+            outs.append(model(x.to(env.device)).logits.float().cpu())
+        labels.append(y)
+    img_s = len(idx) / max(time.perf_counter() - t0, 1e-9)
+    logits = torch.cat(outs).numpy() if outs else np.zeros((0, len(CLASSES)), np.float32)
+    y = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
+    if env.distributed:
+        parts = [None] * env.world_size
+        dist.all_gather_object(parts, (idx, logits, y))
+        full_logits = np.zeros((len(ds), logits.shape[1]), np.float32)
+        full_y = np.zeros(len(ds), np.int64)
+        for i, lg, yy in parts:
+            full_logits[i], full_y[i] = lg, yy
+        return full_logits, full_y, img_s
+    return logits, y, img_s
+
+
+def pretrain_sae(model, ds, *, cfg: TrainConfig, env: DistEnv, seed: int, tracker: Tracker, log) -> list[dict]:
+    """Greedy layer-wise denoising pretraining (every rank does the same, deterministic, work)."""
+    history = []
+    for layer in range(len(model.encoders)):
+        params = [*model.encoders[layer].parameters(), *model.decoders[layer].parameters()]
+        opt = torch.optim.Adam(params, lr=cfg.pretrain_lr)
+        for ep in range(cfg.pretrain_epochs):
+            torch.manual_seed(epoch_seed(seed, 10_000 + 100 * layer + ep))
+            loader = make_loader(ds, cfg, DistEnv(device=env.device), 10_000 + 100 * layer + ep, seed)
+            model.train()
+            tot, n, t0 = 0.0, 0, time.perf_counter()
+            for x, _ in loader:
+                loss = model.pretrain_loss(x.to(env.device), layer)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot, n = tot + loss.item() * len(x), n + len(x)
+            rec = {"layer": layer, "epoch": ep + 1, "reconstruction_loss": tot / max(n, 1),
+                   "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            tracker.log({f"pretrain/layer{layer}_loss": rec["reconstruction_loss"]})
+            log(f"  pretrain layer {layer + 1}/{len(model.encoders)} epoch {ep + 1}/{cfg.pretrain_epochs}: "
+                f"reconstruction loss {rec['reconstruction_loss']:.4f}")
+    for d in model.decoders:  # pretraining only: frozen so DDP and the optimizer ignore them
+        d.requires_grad_(False)
+    return history
+
+
+@dataclass
+class FitResult:
+    kind: str
+    metrics: dict
+    history: list[dict]
+    model: torch.nn.Module
+
+
+def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, env: DistEnv, seed: int,
+        resume: bool, tracker: Tracker, run_info: dict, log=print) -> FitResult:
+    """Train one model into ``out_dir`` (its own folder of the run) and evaluate it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model.to(env.device)
+    train_ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True)
+    eval_tf = eval_transform(PREP)
+    val_ds = ScanDataset(splits.val, eval_tf, PREP, cache=True)
+    steps = len(train_ds) // (cfg.batch_size * env.world_size) or 1
+    config = {"kind": kind, "model": model_config_dict(model), "train": cfg.to_dict(), "seed": seed,
+              "preprocessing": PREP.to_dict(), "classes": list(CLASSES), "brisc_version": brisc.__version__, **run_info}
+    tracker.start(kind, config)
+
+    state_path, last_path, best_path = out_dir / "state.pt", out_dir / "last.safetensors", out_dir / "model.safetensors"
+    start_epoch, history, pretrain_history, best = 0, [], [], {"epoch": 0, "macro_f1": -1.0}
+    state = ckpt.load_state(state_path) if resume and state_path.exists() else None
+    if state is not None:
+        if getattr(model, "decoders", None) is not None:
+            for d in model.decoders:
+                d.requires_grad_(False)
+        ckpt.load_weights(last_path, model)
+        start_epoch, history, pretrain_history, best = state["epoch"], state["history"], state["pretrain"], state["best"]
+        log(f"[{kind}] resuming after epoch {start_epoch}")
+    elif cfg.pretrain_epochs and hasattr(model, "pretrain_loss"):
+        pretrain_history = pretrain_sae(model, train_ds, cfg=cfg, env=env, seed=seed, tracker=tracker, log=log)
+
+    ddp_model = DDP(model) if env.distributed else model
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
+        loader = make_loader(train_ds, cfg, env, epoch, seed)
+        tr = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg=cfg, env=env,
+                             desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
+        logits, y, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
+        m = classification_metrics(logits, y)
+        rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
+               "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],
+               "train_img_s": tr["img_s"], "seconds": tr["seconds"]}
+        history.append(rec)
+        if env.is_main:
+            if m["macro_f1"] > best["macro_f1"]:
+                best = {"epoch": epoch + 1, "macro_f1": m["macro_f1"]}
+                ckpt.save_weights(best_path, model, {"epoch": epoch + 1, "val_macro_f1": m["macro_f1"]})
+            ckpt.save_weights(last_path, model, {"epoch": epoch + 1})
+            ckpt.save_state(state_path, {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(), "history": history,
+                                         "pretrain": pretrain_history, "best": best})
+            tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
+            log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
+                f"val acc {m['accuracy']:.3f}  val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
+                f"{tr['img_s']:.0f} img/s  {tr['seconds']:.1f} s")
+        if env.distributed:
+            dist.barrier()
+
+    # Final evaluation of the best checkpoint (all ranks load the same file).
+    ckpt.load_weights(best_path, model)
+    metrics = final_evaluation(model, splits, cfg=cfg, env=env, history=history, pretrain=pretrain_history,
+                               best=best, tracker=tracker)
+    if env.is_main:
+        ckpt.write_json(out_dir / "config.json", {**config, "temperature": metrics["temperature"]})
+        ckpt.write_json(out_dir / "metrics.json", metrics)
+    return FitResult(kind=kind, metrics=metrics, history=history, model=model)
+
+
+def final_evaluation(model, splits: Splits, *, cfg: TrainConfig, env: DistEnv, history: list, pretrain: list,
+                     best: dict, tracker: Tracker) -> dict:
+    eval_tf = eval_transform(PREP)
+    val_ds = ScanDataset(splits.val, eval_tf, PREP, cache=True)
+    logits, y, img_s = evaluate(model, val_ds, cfg=cfg, env=env)
+    temperature = fit_temperature(logits, y)
+    raw = classification_metrics(logits, y)
+    cal = classification_metrics(logits, y, temperature)
+    metrics = {
+        "complete": True,
+        "best_epoch": best["epoch"],
+        "parameters": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("decoders.")),
+        "train_seconds": float(sum(h["seconds"] for h in history + pretrain)),
+        "train_img_s": float(np.median([h["train_img_s"] for h in history])) if history else None,
+        "infer_img_s": img_s,
+        "temperature": temperature,
+        "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"]},
+        "history": history,
+        "pretrain": pretrain,
+    }
+    if splits.test:
+        t_logits, t_y, _ = evaluate(model, ScanDataset(splits.test, eval_tf, PREP), cfg=cfg, env=env)
+        metrics["test"] = classification_metrics(t_logits, t_y, temperature)  # reported, never used to select
+    if env.is_main:
+        metrics["explanations"] = explanation_quality(model, splits.val, env=env)
+        tracker.summary({"val/accuracy": cal["accuracy"], "val/macro_f1": cal["macro_f1"], "val/ece": cal["ece"],
+                         "temperature": temperature})
+        tracker.log_confusion("val/confusion", y, logits.argmax(1), CLASSES)
+    return metrics
+
+
+def explanation_quality(model, samples: list[Sample], *, env: DistEnv, batch: int = 16) -> dict:
+    """Pointing game and energy-in-mask of each explanation method on the validation tumour masks."""
+    with_mask = [s for s in samples if s.mask]
+    if not with_mask:
+        return {}
+    ds = ScanDataset(with_mask, eval_transform(PREP), PREP)
+    rows: dict[str, list] = {}
+    for i in range(0, len(ds), batch):
+        chunk = list(range(i, min(i + batch, len(ds))))
+        x = torch.stack([ds[j][0] for j in chunk]).to(env.device)
+        for method, maps in explanation_maps(model, x).items():
+            rows.setdefault(method, []).extend(score_maps(maps, [with_mask[j] for j in chunk]))
+    return {method: summarise(r) for method, r in rows.items()}

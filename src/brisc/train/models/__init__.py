@@ -1,0 +1,42 @@
+"""The three brisc models behind one surface: ``forward(pixel_values, output_attentions) -> ClassifierOutput``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from brisc.train.models.common import ClassifierOutput, ModelLoadError
+from brisc.train.models.hf_vit import DEFAULT_HF_MODEL, HFViTClassifier
+from brisc.train.models.sae import SAE_PRESETS, SAEConfig, StackedAutoencoder
+from brisc.train.models.vit import VIT_PRESETS, ViTConfig, VisionTransformer
+
+MODEL_KINDS = ("vit", "hf_vit", "sae")
+
+
+def build_model(kind: str, *, preset: str = "cpu", hf_model: str = DEFAULT_HF_MODEL) -> nn.Module:
+    """A fresh model of ``kind`` (the HF ViT from its pretrained weights)."""
+    if kind == "vit":
+        return VisionTransformer(VIT_PRESETS[preset])
+    if kind == "sae":
+        return StackedAutoencoder(SAE_PRESETS[preset])
+    if kind == "hf_vit":
+        return HFViTClassifier.from_pretrained(hf_model)
+    raise ModelLoadError(f"unknown model '{kind}' (choose from {', '.join(MODEL_KINDS)})")
+
+
+def model_config_dict(model: nn.Module) -> dict:
+    return model.config_dict() if isinstance(model, HFViTClassifier) else model.config.to_dict()
+
+
+def model_from_config(kind: str, config: dict) -> nn.Module:
+    """Rebuild a model's architecture from its saved ``config.json`` entry (no network)."""
+    if kind == "vit":
+        return VisionTransformer(ViTConfig(**config))
+    if kind == "sae":
+        return StackedAutoencoder(SAEConfig(**{**config, "hidden": tuple(config["hidden"])}))
+    if kind == "hf_vit":
+        return HFViTClassifier.from_config_dict(config)
+    raise ModelLoadError(f"unknown model '{kind}' (choose from {', '.join(MODEL_KINDS)})")
+
+
+__all__ = ["ClassifierOutput", "ModelLoadError", "MODEL_KINDS", "build_model", "model_from_config",
+           "model_config_dict", "VisionTransformer", "ViTConfig", "HFViTClassifier", "StackedAutoencoder", "SAEConfig"]

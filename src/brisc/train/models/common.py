@@ -1,0 +1,19 @@
+"""What every brisc model returns, and the errors model builders raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ClassifierOutput:
+    """Named outputs (no positional tuples)."""
+
+    logits: torch.Tensor  # [B, classes]
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, heads, 1+N, 1+N]; ViTs only
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be built or loaded; the message says what to do."""

@@ -1,0 +1,225 @@
+"""The home-made Vision Transformer, written from scratch (ViT, Dosovitskiy et al. 2021).
+
+224x224 image -> 16x16 patches (196) -> linear patch embedding -> [CLS] + learned positions ->
+pre-norm transformer encoder -> LayerNorm -> head on [CLS].
+
+Two attention paths: fused (``F.scaled_dot_product_attention``) for speed, and an explicit softmax
+used whenever the attention weights are asked for (or ``fused_attn`` is switched off for export).
+Both give the same logits (tested). Parameter layout follows timm; ``load_hf_vit_state`` maps a
+transformers ``ViTForImageClassification`` onto it (the parity test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brisc.train.models.common import ClassifierOutput
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig:
+    image_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 4
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop: float = 0.0  # dropout on the residual branches
+    attn_drop: float = 0.0  # dropout on the attention weights
+    drop_path: float = 0.1  # stochastic depth (max rate, linear over depth): the regulariser small-data ViTs need most
+    head_hidden: int = 0  # 0: linear head (ViT fine-tuning recipe); >0: MLP head with one tanh hidden layer (ViT pre-training)
+    norm_eps: float = 1e-6  # timm's value; transformers' ViT uses 1e-12 (set it for parity)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+
+VIT_PRESETS: dict[str, ViTConfig] = {
+    # Fast tests: a few thousand parameters.
+    "tiny": ViTConfig(dim=32, depth=2, heads=2, mlp_ratio=2.0, drop_path=0.0),
+    # 2 CPU cores, BRISC train split, well inside an hour with bf16 autocast (AMX).
+    "cpu": ViTConfig(dim=192, depth=6, heads=3, head_hidden=192, drop_path=0.1),
+    # ViT-S/16 for a GPU.
+    "gpu": ViTConfig(dim=384, depth=12, heads=6, head_hidden=384, drop_path=0.1),
+}
+
+
+class PatchEmbed(nn.Module):
+    """[B, C, H, W] -> [B, N, D] with a stride-p convolution (= a linear map of each flattened patch)."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, D, g, g] -> [B, g*g, D]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.fused_attn = True  # switched off for export: the explicit path has ops every exporter knows
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, N, d]
+        q, k, v = qkv.unbind(0)
+        weights = None
+        if self.fused_attn and not need_weights:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, N, N]
+            x = self.attn_drop(weights) @ v
+        x = x.transpose(1, 2).reshape(B, N, C)  # [B, H, N, d] -> [B, N, H*d]
+        return self.proj_drop(self.proj(x)), weights
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.drop = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ViTConfig, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.qkv_bias, cfg.attn_drop, cfg.drop)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, weights = self.attn(self.norm1(x), need_weights)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+class VisionTransformer(nn.Module):
+    kind = "vit"
+    has_attention = True
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.config = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        n = cfg.grid ** 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))
+        self.pos_drop = nn.Dropout(cfg.drop)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        if cfg.head_hidden:
+            self.head = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.Tanh(), nn.Linear(cfg.head_hidden, cfg.num_classes))
+        else:
+            self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def set_fused_attn(self, enabled: bool) -> None:
+        for b in self.blocks:
+            b.attn.fused_attn = enabled
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    def forward_features(self, x: torch.Tensor, output_attentions: bool = False):
+        """-> (normalised tokens [B, 1+N, D], per-layer attention [B, H, 1+N, 1+N] or None)."""
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [B, 1+N, D]
+        x = self.pos_drop(x)
+        attentions = []
+        for block in self.blocks:
+            x, w = block(x, output_attentions)
+            attentions.append(w)
+        return self.norm(x), (tuple(attentions) if output_attentions else None)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens[:, 0])
+
+    def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> ClassifierOutput:
+        tokens, attentions = self.forward_features(pixel_values, output_attentions)
+        return ClassifierOutput(logits=self.forward_head(tokens), attentions=attentions)
+
+
+def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor]) -> None:
+    """Copy a transformers ``ViTForImageClassification`` state dict (same shape, linear head) into ``model``."""
+    sd = {
+        "cls_token": hf_state["vit.embeddings.cls_token"],
+        "pos_embed": hf_state["vit.embeddings.position_embeddings"],
+        "patch_embed.proj.weight": hf_state["vit.embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": hf_state["vit.embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": hf_state["vit.layernorm.weight"],
+        "norm.bias": hf_state["vit.layernorm.bias"],
+        "head.weight": hf_state["classifier.weight"],
+        "head.bias": hf_state["classifier.bias"],
+    }
+    for i in range(model.config.depth):
+        p = f"vit.layers.{i}."
+        if p + "attention.q_proj.weight" not in hf_state:  # transformers < 5 names
+            p = f"vit.encoder.layer.{i}."
+            names = {"q": "attention.attention.query", "k": "attention.attention.key", "v": "attention.attention.value",
+                     "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense"}
+        else:
+            names = {"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+                     "o": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+        b = f"blocks.{i}."
+        for t in ("weight", "bias"):
+            sd[b + f"attn.qkv.{t}"] = torch.cat([hf_state[p + names[k] + f".{t}"] for k in "qkv"])
+            sd[b + f"attn.proj.{t}"] = hf_state[p + names["o"] + f".{t}"]
+            sd[b + f"mlp.fc1.{t}"] = hf_state[p + names["fc1"] + f".{t}"]
+            sd[b + f"mlp.fc2.{t}"] = hf_state[p + names["fc2"] + f".{t}"]
+            sd[b + f"norm1.{t}"] = hf_state[p + f"layernorm_before.{t}"]
+            sd[b + f"norm2.{t}"] = hf_state[p + f"layernorm_after.{t}"]
+    model.load_state_dict(sd)

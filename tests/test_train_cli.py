@@ -1,0 +1,118 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from brisc.synth import generate
+from conftest import run_cli
+
+
+def test_tiny_end_to_end_run_of_all_three_models(tiny_run):
+    comp = json.loads((tiny_run / "comparison.json").read_text())
+    assert [r["model"] for r in comp["models"]] == ["vit", "hf_vit", "sae"]
+    for kind in ("vit", "hf_vit", "sae"):
+        d = tiny_run / kind
+        for f in ("model.safetensors", "config.json", "metrics.json", "state.pt"):
+            assert (d / f).is_file(), f
+        state = torch.load(d / "state.pt", weights_only=True)  # nothing is unpickled
+        assert state["epoch"] == 2 and "optimizer" in state
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["complete"] and 0 <= m["val"]["accuracy"] <= 1 and m["temperature"] > 0
+        assert "test" in m  # synthetic data has a test split: reported
+        assert len(load_file(d / "model.safetensors")) > 0
+    sae = json.loads((tiny_run / "sae" / "metrics.json").read_text())
+    assert [p["layer"] for p in sae["pretrain"]] == [0, 0, 1, 1]  # the layer-wise phase is logged
+    assert "rollout" in json.loads((tiny_run / "vit" / "metrics.json").read_text())["explanations"]
+    md = (tiny_run / "comparison.md").read_text()
+    assert "home-made ViT" in md and "stacked autoencoders" in md and "HF ViT" in md
+    for png in ("curves.png", "confusion.png", "attention_vit.png", "attention_hf_vit.png", "attention_sae.png"):
+        assert (tiny_run / png).stat().st_size > 1000
+    runs = sorted((tiny_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4  # one per model + the comparison
+    assert all(list(r.glob("*.wandb")) for r in runs)
+
+
+def _weights(d):
+    return {k: v for k, v in load_file(d / "model.safetensors").items()}
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume") / "data"
+    generate(root, per_class=30, test_per_class=0, seed=5)
+    return root
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path):
+    args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "3", "--batch-size", "4",
+            "--wandb", "disabled"]
+    run_cli("brisc.train.cli", *args, "--out", tmp_path / "full")
+
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "brisc.train.cli", *map(str, args), "--out", str(killed)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "vit" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL)  # during epoch 2
+    p.wait()
+    assert state.exists() and not (killed / "vit" / "metrics.json").exists(), "the kill came too late to test resume"
+    assert torch.load(state, weights_only=True)["epoch"] < 3
+
+    r = run_cli("brisc.train.cli", *args, "--out", killed, "--resume")
+    assert "resuming after epoch" in r.stdout
+    a, b = _weights(tmp_path / "full" / "vit"), _weights(killed / "vit")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "vit" / "metrics.json").read_text()) for d in (tmp_path / "full", killed))
+    assert ma["val"] == mb["val"] and ma["best_epoch"] == mb["best_epoch"]
+    assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
+
+
+def test_existing_run_is_not_overwritten_without_resume(resume_data, tmp_path):
+    (tmp_path / "run" / "vit").mkdir(parents=True)
+    (tmp_path / "run" / "vit" / "state.pt").write_bytes(b"x")
+    r = run_cli("brisc.train.cli", "--data", resume_data, "--models", "vit", "--out", tmp_path / "run", check=False)
+    assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_torchrun_two_cpu_processes(synth_root, tmp_path):
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                        "-m", "brisc.train.cli", "--data", str(synth_root), "--models", "vit,sae", "--preset", "tiny",
+                        "--out", str(out), "--wandb", "disabled", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["run"]["world_size"] == 2
+    val_n = comp["run"]["val_images"]
+    for kind in ("vit", "sae"):
+        m = json.loads((out / kind / "metrics.json").read_text())
+        assert m["val"]["n"] == val_n  # every val image once: no padded duplicates
+        assert sum(sum(row) for row in m["val"]["confusion"]) == val_n
+    assert r.stdout.count("epoch 1/2  loss") == 2  # rank 0 alone logs (once per model)
+
+
+@pytest.mark.parametrize("case,args,env,message", [
+    ("missing data", ["--data", "{tmp}/nope", "--models", "vit"], {}, "does not exist"),
+    ("unknown model", ["--models", "vit,resnet"], {}, "unknown model 'resnet'"),
+    ("unreachable hub", ["--models", "hf_vit", "--hf-model", "nobody/no-such-vit"], {"HF_HUB_OFFLINE": "1"},
+     "pass the local directory with --hf-model DIR"),
+    ("no cuda", ["--models", "vit", "--device", "cuda"], {"CUDA_VISIBLE_DEVICES": ""}, "no CUDA device"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(synth_root, tmp_path, case, args, env, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--data" not in args:
+        args += ["--data", str(synth_root)]
+    out = tmp_path / "out"
+    r = run_cli("brisc.train.cli", *args, "--out", out, "--preset", "tiny", "--wandb", "disabled", env=env, check=False)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert not out.exists()

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from brisc.train.models import HFViTClassifier, ModelLoadError, StackedAutoencoder, ViTConfig, VisionTransformer, build_model
+from brisc.train.models.sae import SAEConfig
+from brisc.train.models.vit import load_hf_vit_state
+
+
+def _hf_config(**kw):
+    from transformers import ViTConfig as HFConfig
+
+    return HFConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                    image_size=224, patch_size=16, **{"num_labels": 4, **kw})
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("kind", ["vit", "sae"])
+def test_forward_shapes_and_finite(kind, x):
+    m = build_model(kind, preset="tiny").eval()
+    out = m(x, output_attentions=True)
+    assert out.logits.shape == (2, 4) and torch.isfinite(out.logits).all()
+    if kind == "vit":
+        assert len(out.attentions) == m.config.depth
+        a = out.attentions[0]
+        assert a.shape == (2, m.config.heads, 197, 197)
+        assert torch.allclose(a.sum(-1), torch.ones(()), atol=1e-5)
+    else:
+        assert out.attentions is None
+
+
+def test_hf_vit_from_local_dir_gets_a_4_class_head(tmp_path, x):
+    from transformers import ViTForImageClassification
+
+    ViTForImageClassification(_hf_config(num_labels=10)).save_pretrained(tmp_path / "hf")
+    m = HFViTClassifier.from_pretrained(str(tmp_path / "hf")).eval()
+    assert m.config._attn_implementation == "eager"
+    out = m(x, output_attentions=True)
+    assert out.logits.shape == (2, 4) and torch.isfinite(out.logits).all()
+    assert len(out.attentions) == 3 and out.attentions[0].shape == (2, 3, 197, 197)
+    assert m.config.id2label[2] == "no_tumor"
+
+
+def test_homemade_vit_matches_transformers_vit(x):
+    """Same weights -> same logits and attention weights as transformers' ViTForImageClassification."""
+    from transformers import ViTForImageClassification
+
+    torch.manual_seed(0)
+    hf = ViTForImageClassification._from_config(_hf_config(), attn_implementation="eager").eval()
+    ours = VisionTransformer(ViTConfig(dim=48, depth=3, heads=3, mlp_ratio=2.0, norm_eps=1e-12, drop_path=0.0)).eval()
+    load_hf_vit_state(ours, hf.state_dict())
+    with torch.no_grad():
+        ref = hf(pixel_values=x, output_attentions=True)
+        out = ours(x, output_attentions=True)
+    assert (out.logits - ref.logits).abs().max() <= 1e-5
+    for a, b in zip(out.attentions, ref.attentions):
+        assert (a - b).abs().max() <= 1e-5
+    assert ref.logits.abs().max() > 1e-3  # not a vacuous comparison of zeros
+
+
+def test_fused_and_explicit_attention_give_the_same_logits(x):
+    torch.manual_seed(0)
+    m = VisionTransformer(ViTConfig(dim=64, depth=2, heads=4, drop_path=0.0)).eval()
+    with torch.no_grad():
+        fused = m(x).logits
+        m.set_fused_attn(False)
+        explicit = m(x).logits
+        with_weights = m(x, output_attentions=True).logits
+    assert (fused - explicit).abs().max() <= 1e-5
+    assert torch.equal(explicit, with_weights)
+
+
+def test_sae_layerwise_pretraining_lowers_reconstruction_loss(x):
+    torch.manual_seed(0)
+    m = StackedAutoencoder(SAEConfig(hidden=(64, 16)))
+    batch = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    for layer in range(2):
+        opt = torch.optim.Adam([*m.encoders[layer].parameters(), *m.decoders[layer].parameters()], lr=1e-3)
+        torch.manual_seed(2)
+        first = m.pretrain_loss(batch, layer).item()
+        for _ in range(60):
+            loss = m.pretrain_loss(batch, layer)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        torch.manual_seed(2)
+        assert m.pretrain_loss(batch, layer).item() < 0.7 * first
+
+
+def test_sae_saliency_equals_autograd_gradient_times_input(x):
+    torch.manual_seed(0)
+    m = StackedAutoencoder(SAEConfig(hidden=(64, 16), dropout=0.0)).eval()
+    v = m.view(x).detach().requires_grad_(True)
+    logits = m.head(m.encode(v))
+    logits[torch.arange(2), logits.argmax(-1)].sum().backward()
+    ref = (v.grad * v).abs().reshape(2, 1, 56, 56)
+    ref = torch.nn.functional.avg_pool2d(ref, 4).flatten(1)
+    ref = (ref - ref.min(1, keepdim=True).values) / (ref.max(1, keepdim=True).values - ref.min(1, keepdim=True).values)
+    with torch.no_grad():
+        sal = m.saliency(x, m(x).logits)
+    assert sal.shape == (2, 14, 14)
+    assert torch.allclose(sal.flatten(1), ref, atol=1e-5)
