@@ -108,3 +108,11 @@ def tiny_run(synth_root, tiny_hf_dir, tmp_path_factory) -> Path:
     run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit,hf_vit,sae", "--preset", "tiny",
             "--out", out, "--hf-model", tiny_hf_dir, "--wandb", "offline")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """ONNX graphs (fp32 + INT8) of the tiny run, shared by the export and inference tests."""
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    run_cli("brisc.export.cli", "--run", tiny_run, "--out", out, "--quantize", "int8")
+    return out

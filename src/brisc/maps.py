@@ -9,12 +9,18 @@ import numpy as np
 from PIL import Image
 
 
-def minmax(x: np.ndarray, axes: tuple[int, ...] = (-2, -1), eps: float = 1e-12) -> np.ndarray:
-    """Scale each map to [0, 1] over ``axes``."""
+# Rollout maps whose spread is under 5% of their peak are nearly flat (typical of an untrained ViT):
+# they are scaled by 5% of the peak instead of their spread, so rounding noise is never stretched
+# into a full-contrast "explanation" (and exported graphs stay within 1e-5 of PyTorch).
+FLAT_SPREAD = 0.05
+
+
+def minmax(x: np.ndarray, axes: tuple[int, ...] = (-2, -1), eps: float = 1e-12, flat: float = 0.0) -> np.ndarray:
+    """Scale each map into [0, 1] over ``axes``: (x - min) / max(max - min, flat * max, eps)."""
     x = np.asarray(x, np.float64)
     lo = x.min(axis=axes, keepdims=True)
     hi = x.max(axis=axes, keepdims=True)
-    return (x - lo) / np.maximum(hi - lo, eps)
+    return (x - lo) / np.maximum(np.maximum(hi - lo, flat * np.abs(hi)), eps)
 
 
 def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: int = 0) -> np.ndarray:
@@ -22,7 +28,7 @@ def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: i
 
     Heads fused (mean or max), identity added for the residual path, rows renormalised (divide by
     the row sum, not the column sum as jacobgil/vit-explain does), product over layers, then the
-    [CLS] row without [CLS], reshaped to a square grid and scaled to [0, 1] per image.
+    [CLS] row without [CLS], reshaped to a square grid and scaled into [0, 1] per image (``FLAT_SPREAD``).
     """
     a = np.asarray(attentions, np.float64)[:, start_layer:]
     a = a.mean(2) if head_fusion == "mean" else a.max(2)  # [B, L, N, N]
@@ -34,7 +40,7 @@ def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: i
         r = a[:, layer] @ r  # later layers mix the already-mixed tokens
     cls = r[:, 0, 1:]  # [B, N-1]
     g = int(round(np.sqrt(n - 1)))
-    return minmax(cls.reshape(-1, g, g))
+    return minmax(cls.reshape(-1, g, g), flat=FLAT_SPREAD)
 
 
 def resize_map(m: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

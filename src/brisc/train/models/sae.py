@@ -6,7 +6,7 @@ contract. Fully connected encoders are pretrained greedily layer by layer on rec
 noise-corrupted input, then the stack is fine-tuned end to end with a softmax head.
 
 ``saliency`` is |input-gradient x input| of the predicted class on that grayscale view, written as
-forward operations (ReLU gates times transposed weights), so it exports to ONNX as an output.
+forward operations (activation derivatives times transposed weights), so it exports to ONNX as an output.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class SAEConfig:
     num_classes: int = 4
     noise: float = 0.3  # denoising corruption (Gaussian std, in units of the normalised input)
     dropout: float = 0.2
+    negative_slope: float = 0.1  # leaky ReLU: with plain ReLU, whole layers died during pretraining
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,9 +66,12 @@ class StackedAutoencoder(nn.Module):
         g = pixel_values.mean(1, keepdim=True)
         return F.avg_pool2d(g, self.config.pool).flatten(1)
 
+    def act(self, z: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(z, self.config.negative_slope)
+
     def encode(self, v: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         for enc in self.encoders[:upto]:
-            v = F.relu(enc(v))
+            v = self.act(enc(v))
         return v
 
     def pretrain_loss(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
@@ -75,7 +79,7 @@ class StackedAutoencoder(nn.Module):
         with torch.no_grad():
             h = self.encode(self.view(pixel_values), upto=layer)
         noisy = h + self.config.noise * torch.randn_like(h)
-        rec = self.decoders[layer](F.relu(self.encoders[layer](noisy)))
+        rec = self.decoders[layer](self.act(self.encoders[layer](noisy)))
         return F.mse_loss(rec, h)
 
     def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> ClassifierOutput:
@@ -85,13 +89,14 @@ class StackedAutoencoder(nn.Module):
         """|d logit[pred] / d view * view| pooled to the 14x14 grid, scaled to [0, 1] per image -> [B, 14, 14]."""
         v = self.view(pixel_values)
         gates, h = [], v
+        slope = self.config.negative_slope
         for enc in self.encoders:
             z = enc(h)
-            gates.append((z > 0).to(z.dtype))
-            h = F.relu(z)
+            gates.append(torch.where(z > 0, 1.0, slope).to(z.dtype))  # the leaky ReLU's derivative
+            h = self.act(z)
         g = self.head.weight[logits.argmax(-1)]  # [B, hidden[-1]]
         for enc, gate in zip(reversed(self.encoders), reversed(gates)):
-            g = (g * gate) @ enc.weight  # back through ReLU and the linear map
+            g = (g * gate) @ enc.weight  # back through the activation and the linear map
         side = self.config.side
         sal = (g * v).abs().reshape(-1, 1, side, side)
         sal = F.avg_pool2d(sal, side // 14).flatten(1)  # [B, 196]

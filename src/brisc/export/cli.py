@@ -1,0 +1,147 @@
+"""`brisc-export`: trained run -> self-checking ONNX (+ INT8), TorchScript or torch.export files with sidecars."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    run: Path
+    out: Path
+    models: tuple[str, ...] | None = None  # None: every model in the run
+    format: str = "onnx"
+    quantize: str | None = None
+    opset: int = 18
+    full_attention: bool = False
+
+
+def _validate(opts: ExportOptions) -> list[str]:
+    from brisc.export.loading import ExportInputError, trained_kinds
+    from brisc.export.onnx import MAX_OPSET, MIN_OPSET
+
+    if not opts.run.is_dir():
+        raise ExportInputError(f"{opts.run}: run folder not found (train one with brisc-train --out)")
+    have = trained_kinds(opts.run)
+    kinds = list(opts.models) if opts.models else have
+    missing = [k for k in kinds if k not in have]
+    if missing or not kinds:
+        raise ExportInputError(f"{opts.run}: no trained '{','.join(missing) or 'model'}' in this run "
+                               f"(it has: {', '.join(have) or 'none'})")
+    if opts.format != "onnx" and (opts.quantize or opts.full_attention):
+        raise ExportInputError("--quantize and --full-attention apply to --format onnx only")
+    if opts.format == "onnx" and not MIN_OPSET <= opts.opset <= MAX_OPSET:
+        raise ExportInputError(f"opset {opts.opset} is not supported (use {MIN_OPSET} to {MAX_OPSET})")
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        probe = opts.out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ExportInputError(f"{opts.out}: cannot write here ({e.strerror or e})") from None
+    return kinds
+
+
+def export_run(opts: ExportOptions, log=print) -> list[Path]:
+    """Export the run's models; every file is checked before it appears. Returns the files written."""
+    import numpy as np
+    import torch
+
+    import brisc
+    from brisc import CLASSES
+    from brisc.export.loading import check_images, load_trained
+    from brisc.export.onnx import export_onnx, metadata_props
+    from brisc.export.quantize import agreement, quantize_int8
+    from brisc.export.torchscript import export_pt2, export_torchscript
+    from brisc.export.wrapper import ExportWrapper, heatmap_method
+    from brisc.imageio import DEFAULT as PREP, load
+    from brisc.sidecar import write_sidecar
+    from brisc.train.report import NAMES
+
+    kinds = _validate(opts)
+    paths = check_images(opts.run)
+    if paths:
+        images = np.stack([load(p) for p in paths])
+    else:
+        log("warning: the run's validation images are not reachable; checking on random inputs instead")
+        images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 224, 224)).astype(np.float32)
+    written: list[Path] = []
+    for kind in kinds:
+        tm = load_trained(opts.run, kind)
+        temperature = float(tm.config.get("temperature", tm.metrics.get("temperature", 1.0)))
+        wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention)
+        val = tm.metrics.get("val", {})
+        meta = {
+            "model_kind": kind, "model_name": NAMES.get(kind, kind), "classes": list(CLASSES),
+            "input": {"name": "pixel_values", "layout": "NCHW", "size": PREP.size, "mean": list(PREP.mean),
+                      "std": list(PREP.std), "preprocessing_version": PREP.version},
+            "outputs": wrapper.names, "format": opts.format, "temperature": temperature,
+            "heatmap_method": heatmap_method(tm.model),
+            "explain_methods": (["rollout", "cls"] if tm.model.has_attention else ["saliency"]) + ["occlusion"],
+            "validation_metrics": {k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
+            "training_data": {k: tm.config.get(k) for k in ("data", "layout", "split_seed", "val_fraction", "train_images",
+                                                            "val_images", "test_images", "preset", "hf_model")},
+            "checkpoint_sha256": tm.checkpoint_sha256, "brisc_version": brisc.__version__, "torch": torch.__version__,
+        }
+        path = opts.out / f"{kind}{SUFFIX[opts.format]}"
+        if opts.format == "onnx":
+            meta["opset"] = opts.opset
+            check = export_onnx(wrapper, path, images=images, opset=opts.opset, metadata=metadata_props(meta))
+        elif opts.format == "torchscript":
+            check = export_torchscript(wrapper, path, images=images, metadata=meta)
+        else:
+            check = export_pt2(wrapper, path, images=images, metadata=meta)
+        write_sidecar(path, {**meta, "self_check": check})
+        written.append(path)
+        worst = max(check["max_abs_diff"].values())
+        log(f"[{kind}] {path} ({path.stat().st_size / 1e6:.1f} MB): checked on {check['images']} images, "
+            f"max abs diff {worst:.1e}")
+        if opts.quantize == "int8":
+            qpath = opts.out / f"{kind}.int8.onnx"
+            quantize_int8(path, qpath)
+            q = agreement(path, qpath, images)
+            write_sidecar(qpath, {**meta, "quantization": {"type": "dynamic int8 (weight MatMul/Gemm only)", **q}})
+            written.append(qpath)
+            log(f"[{kind}] {qpath} ({qpath.stat().st_size / 1e6:.1f} MB): top-1 agreement with fp32 "
+                f"{q['top1_agreement']:.3f}, {q['map']} correlation {q['map_correlation']:.3f} on {q['images']} images")
+    return written
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--run", "run", type=click.Path(path_type=Path), required=True, help="A brisc-train run folder.")
+@click.option("--models", default=None, help="Comma-separated subset of vit, hf_vit, sae [default: all in the run].")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "pt2"]), default="onnx", show_default=True,
+              help="onnx; torchscript (torch.jit.trace, which PyTorch deprecates); pt2 (torch.export).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write a dynamic-INT8 graph (weight MatMul/Gemm only; attention stays fp32).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 to 23).")
+@click.option("--full-attention", is_flag=True, help="Also output the full [B, L, H, 197, 197] attention stack.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder, e.g. artifacts/export/NAME.")
+def main(run, models, fmt, quantize, opset, full_attention, out) -> None:
+    """Export a brisc-train run's models with attention and heatmaps as named outputs, checked against PyTorch.
+
+    Each file gets a JSON sidecar (<file>.json) that brisc-infer verifies. Research use only."""
+    from brisc.export.loading import ExportInputError
+    from brisc.export.onnx import ExportCheckError
+
+    opts = ExportOptions(run=run, out=out, models=tuple(m.strip() for m in models.split(",")) if models else None,
+                         format=fmt, quantize=quantize, opset=opset, full_attention=full_attention)
+    try:
+        export_run(opts)
+    except ExportInputError as e:
+        click.echo(f"brisc-export: error: {e}", err=True)
+        sys.exit(2)
+    except ExportCheckError as e:
+        click.echo(f"brisc-export: self-check failed, nothing written: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""ONNX export that checks itself: one self-contained .onnx per model, with its sidecar.
+
+Written under a temporary name, checked (onnx.checker full_check, then onnxruntime against PyTorch
+on real images), then renamed: a failed check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brisc.export.wrapper import ExportWrapper
+
+MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter starts at 18; onnxruntime runs up to 23
+# Self-check tolerances (max abs diff, ORT vs PyTorch).
+TOLERANCE = {"logits": 1e-4, "probabilities": 1e-4, "heatmap": 1e-5, "attentions": 1e-5, "rollout": 1e-5,
+             "attentions_full": 1e-5}
+
+
+class ExportCheckError(Exception):
+    """The written graph does not agree with PyTorch: it was deleted."""
+
+
+def tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def torch_outputs(wrapper: ExportWrapper, x: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        return {n: t.numpy() for n, t in zip(wrapper.names, wrapper(torch.from_numpy(x)))}
+
+
+def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
+    return {n: float(np.abs(ref[n] - got[n]).max()) for n in ref}
+
+
+def check_against_torch(run_fn, wrapper: ExportWrapper, images: np.ndarray, what: str) -> dict[str, float]:
+    """Run ``run_fn(x) -> {name: array}`` on the images and compare every output with PyTorch."""
+    ref, got = torch_outputs(wrapper, images), run_fn(images)
+    diffs = compare(ref, got)
+    bad = {n: d for n, d in diffs.items() if not d <= TOLERANCE[n]}  # `not <=` also catches NaN
+    if bad:
+        raise ExportCheckError(f"{what} disagrees with PyTorch: " +
+                               ", ".join(f"{n} max abs diff {d:.2e} > {TOLERANCE[n]:.0e}" for n, d in bad.items()))
+    return diffs
+
+
+def ort_runner(path: Path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return lambda x: dict(zip(names, sess.run(None, {"pixel_values": x})))
+
+
+def export_onnx(wrapper: ExportWrapper, path: Path, *, images: np.ndarray, opset: int, metadata: dict[str, str]) -> dict:
+    """Write ``path`` (self-contained, symbolic batch axis), check it and return the check's numbers."""
+    import onnx
+
+    tmp = tmp_path(path)
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        example = torch.from_numpy(images[:2])
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["pixel_values"], output_names=wrapper.names,
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes={"pixel_values": {0: batch}})
+        proto = onnx.load(str(tmp))
+        for k, v in metadata.items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        diffs = check_against_torch(ort_runner(tmp), wrapper, images, f"{path.name} (onnxruntime)")
+        os.replace(tmp, path)
+        return {"max_abs_diff": diffs, "images": int(len(images))}
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def metadata_props(meta: dict) -> dict[str, str]:
+    """The sidecar's fields as ONNX metadata_props (strings; dicts and lists as JSON)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}

@@ -1,0 +1,43 @@
+"""Dynamic INT8 for the weight MatMul/Gemm nodes only; the attention products stay fp32.
+
+``MatMulConstBOnly`` quantizes a MatMul only when its second input is a constant (a weight), so the
+Q.K^T and P.V products (both inputs activations) and the softmax keep full precision and the
+attention maps survive quantization.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from brisc.export.onnx import ort_runner, tmp_path
+
+
+def quantize_int8(fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = tmp_path(out)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT's quantizer warns on the float64 rollout tensors it rightly leaves alone
+    try:
+        quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+                         per_channel=True, extra_options={"MatMulConstBOnly": True})
+        os.replace(tmp, out)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+
+
+def agreement(fp32: Path, int8: Path, images: np.ndarray) -> dict:
+    """Top-1 agreement with the fp32 graph and the correlation of the heatmaps (rollout for ViTs)."""
+    a, b = ort_runner(fp32)(images), ort_runner(int8)(images)
+    key = "rollout" if "rollout" in a else "heatmap"
+    x, y = a[key].reshape(len(images), -1), b[key].reshape(len(images), -1)
+    corr = [float(np.corrcoef(u, v)[0, 1]) if u.std() > 0 and v.std() > 0 else float(np.allclose(u, v)) for u, v in zip(x, y)]
+    return {"images": int(len(images)), "top1_agreement": float((a["logits"].argmax(1) == b["logits"].argmax(1)).mean()),
+            "map": key, "map_correlation": float(np.mean(corr)),
+            "logits_max_abs_diff": float(np.abs(a["logits"] - b["logits"]).max())}

@@ -1,0 +1,165 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from brisc.export.cli import ExportOptions, export_run
+from brisc.export.loading import load_trained
+from brisc.export.wrapper import ExportWrapper
+from brisc.imageio import load
+from brisc.maps import rollout
+from brisc.sidecar import SidecarError, read_sidecar
+from conftest import run_cli
+
+KINDS = ("vit", "hf_vit", "sae")
+
+
+@pytest.fixture(scope="module")
+def real_batch(real_images):
+    return np.stack([load(p) for p in real_images[:7]])
+
+
+def _wrapper(run, kind):
+    tm = load_trained(run, kind)
+    return ExportWrapper(tm.model, temperature=tm.config["temperature"])
+
+
+def _torch(wrapper, x):
+    with torch.no_grad():
+        return dict(zip(wrapper.names, (t.numpy() for t in wrapper(torch.from_numpy(x)))))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_matches_pytorch_on_real_images_at_batch_1_2_and_7(tiny_run, tiny_export, real_batch, kind):
+    w = _wrapper(tiny_run, kind)
+    sess = ort.InferenceSession(str(tiny_export / f"{kind}.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    assert names == w.names
+    expected = ["logits", "probabilities", "heatmap"] + (["attentions", "rollout"] if kind != "sae" else [])
+    assert names == expected
+    assert sess.get_inputs()[0].name == "pixel_values" and isinstance(sess.get_inputs()[0].shape[0], str)
+    for b in (1, 2, 7):
+        x = real_batch[:b]
+        got = dict(zip(names, sess.run(None, {"pixel_values": x})))
+        ref = _torch(w, x)
+        assert np.abs(got["logits"] - ref["logits"]).max() <= 1e-4
+        assert np.abs(got["probabilities"] - ref["probabilities"]).max() <= 1e-4
+        assert got["heatmap"].shape == (b, 14, 14) and got["heatmap"].min() >= 0 and got["heatmap"].max() <= 1 + 1e-6
+        if kind != "sae":
+            assert got["attentions"].shape[0] == b and got["attentions"].shape[-1] == 196
+            assert np.abs(got["attentions"] - ref["attentions"]).max() <= 1e-5
+            assert np.abs(got["rollout"] - ref["rollout"]).max() <= 1e-5
+    probs = got["probabilities"]
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    t = read_sidecar(tiny_export / f"{kind}.onnx")["temperature"]
+    assert np.allclose(probs, torch.softmax(torch.from_numpy(got["logits"]) / t, -1).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_torchscript_and_torch_export_parity(tiny_run, tmp_path, real_batch, kind, fmt):
+    out = tmp_path / fmt
+    written = export_run(ExportOptions(run=tiny_run, out=out, models=(kind,), format=fmt), log=lambda *a: None)
+    (path,) = written
+    meta = read_sidecar(path)
+    assert meta["format"] == fmt and meta["outputs"] == _wrapper(tiny_run, kind).names
+    x = torch.from_numpy(real_batch[:3])
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path))
+    else:
+        module = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        got = [t.numpy() for t in module(x)]
+    ref = _torch(_wrapper(tiny_run, kind), real_batch[:3])
+    for name, g in zip(meta["outputs"], got):
+        assert np.abs(g - ref[name]).max() <= 1e-5, name
+
+
+def test_metadata_props_and_sidecar_round_trip(tiny_run, tiny_export):
+    for kind in KINDS:
+        path = tiny_export / f"{kind}.onnx"
+        meta = read_sidecar(path)
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(props["classes"]) == meta["classes"] == ["glioma", "meningioma", "no_tumor", "pituitary"]
+        assert props["model_kind"] == meta["model_kind"] == kind
+        assert json.loads(props["input"]) == meta["input"]
+        assert float(props["temperature"]) == meta["temperature"]
+        assert props["checkpoint_sha256"] == meta["checkpoint_sha256"] == load_trained(tiny_run, kind).checkpoint_sha256
+        metrics = json.loads((tiny_run / kind / "metrics.json").read_text())
+        assert meta["validation_metrics"]["accuracy"] == metrics["val"]["accuracy"]
+        assert meta["self_check"]["images"] >= 1
+        assert not list(tiny_export.glob("*.data"))  # self-contained graphs
+
+
+def test_in_graph_rollout_equals_numpy_rollout_of_the_exported_attention(tiny_run, tmp_path, real_batch):
+    (path,) = export_run(ExportOptions(run=tiny_run, out=tmp_path, models=("vit",), full_attention=True),
+                         log=lambda *a: None)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": real_batch[:4]})))
+    full = out["attentions_full"]
+    assert full.shape[-2:] == (197, 197)
+    assert np.array_equal(out["attentions"], full[:, :, :, 0, 1:])
+    assert np.abs(out["rollout"] - rollout(full)).max() <= 1e-5
+    assert np.array_equal(out["heatmap"], out["rollout"])
+
+
+def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):
+    for kind in KINDS:
+        meta = read_sidecar(tiny_export / f"{kind}.int8.onnx")
+        q = meta["quantization"]
+        assert q["top1_agreement"] >= 0.99 and q["map_correlation"] >= 0.95, (kind, q)
+        g = onnx.load(str(tiny_export / f"{kind}.int8.onnx")).graph
+        inits = {i.name for i in g.initializer}
+        ops = [n.op_type for n in g.node]
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+        if kind != "sae":
+            float_mm = [n for n in g.node if n.op_type == "MatMul" and not set(n.input) & inits]
+            assert len(float_mm) >= 2 * (2 if kind == "vit" else 2)  # Q.K^T and P.V of every layer stay fp32
+            assert "Softmax" in ops
+
+
+def test_truncated_or_tampered_graph_is_refused(tiny_export, tmp_path):
+    for name in ("vit.onnx", "vit.onnx.json"):
+        shutil.copy(tiny_export / name, tmp_path / name)
+    read_sidecar(tmp_path / "vit.onnx")  # intact: accepted
+    data = (tmp_path / "vit.onnx").read_bytes()
+    (tmp_path / "vit.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SidecarError, match="sha256 does not match"):
+        read_sidecar(tmp_path / "vit.onnx")
+    (tmp_path / "vit.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(SidecarError, match="sha256 does not match"):
+        read_sidecar(tmp_path / "vit.onnx")
+    meta = json.loads((tmp_path / "vit.onnx.json").read_text())
+    meta["input"]["preprocessing_version"] = 99
+    (tmp_path / "vit.onnx").write_bytes(data)
+    (tmp_path / "vit.onnx.json").write_text(json.dumps(meta))
+    with pytest.raises(SidecarError, match="preprocessing version 99"):
+        read_sidecar(tmp_path / "vit.onnx")
+
+
+def test_failed_self_check_deletes_the_output(tiny_run, tmp_path, monkeypatch):
+    from brisc.export import onnx as onnx_mod
+
+    monkeypatch.setitem(onnx_mod.TOLERANCE, "logits", -1.0)  # nothing can pass
+    with pytest.raises(onnx_mod.ExportCheckError, match="logits max abs diff"):
+        export_run(ExportOptions(run=tiny_run, out=tmp_path, models=("sae",)), log=lambda *a: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out"])
+def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):
+    out = tmp_path / "out"
+    args = {"missing run": ["--run", tmp_path / "nope", "--out", out],
+            "model not in run": ["--run", tiny_run, "--models", "resnet", "--out", out],
+            "opset": ["--run", tiny_run, "--opset", "9", "--out", out],
+            "unwritable out": ["--run", tiny_run, "--out", tmp_path / "file" / "sub"]}[case]
+    (tmp_path / "file").write_text("a file, not a folder")
+    r = run_cli("brisc.export.cli", *args, check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("brisc-export: error:") and r.stderr.strip().count("\n") == 0
+    assert not out.exists() or not any(out.iterdir())
