@@ -25,6 +25,7 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     scale: tuple[float, float] = (1.0, 1.0)  # RandomAffine zoom; (1, 1) keeps the seed's recipe
+    translate: float = 0.0  # RandomAffine shift, as a fraction of the side
 
 
 def eval_transform(prep: Preprocessing = DEFAULT) -> T.Compose:
@@ -36,8 +37,9 @@ def eval_transform(prep: Preprocessing = DEFAULT) -> T.Compose:
 
 def train_transform(aug: AugmentConfig, prep: Preprocessing = DEFAULT) -> T.Compose:
     ops = [T.RandomHorizontalFlip(aug.hflip)]
-    if aug.rotation or aug.scale != (1.0, 1.0):
-        ops.append(T.RandomAffine(degrees=aug.rotation, scale=aug.scale))
+    if aug.rotation or aug.scale != (1.0, 1.0) or aug.translate:
+        ops.append(T.RandomAffine(degrees=aug.rotation, scale=aug.scale,
+                                  translate=(aug.translate, aug.translate) if aug.translate else None))
     if aug.brightness or aug.contrast:
         ops.append(T.ColorJitter(brightness=aug.brightness, contrast=aug.contrast))
     return T.Compose([*ops, eval_transform(prep)])

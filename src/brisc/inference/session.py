@@ -1,0 +1,108 @@
+"""One onnxruntime session per run, driven by the model's verified sidecar."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from brisc.imageio import Preprocessing
+from brisc.sidecar import SidecarError, preprocessing_of, read_sidecar
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.onnx"
+
+
+class InferenceError(Exception):
+    """A usage or model problem: one line, exit code 2."""
+
+
+def default_model() -> Path:
+    if not DEFAULT_MODEL.is_file():
+        raise InferenceError("no default model is shipped with this brisc yet: pass --model PATH.onnx "
+                             "(make one with brisc-train and brisc-export)")
+    return DEFAULT_MODEL
+
+
+def _installed(dist: str) -> bool:
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """Explicit providers for ``--device auto|cpu|cuda``; cuda without a working CUDA provider fails loudly."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise InferenceError("--device cuda: onnxruntime has no CUDAExecutionProvider here "
+                             f"(available: {', '.join(available)}); install brisc[gpu] on a CUDA machine, or use --device cpu")
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class ModelSession:
+    path: Path
+    meta: dict
+    session: object
+    output_names: list[str]
+    provider: str
+
+    @property
+    def prep(self) -> Preprocessing:
+        return preprocessing_of(self.meta)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def run(self, pixel_values: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = outputs or self.output_names
+        return dict(zip(names, self.session.run(names, {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})))
+
+
+def open_session(model: str | os.PathLike | None, *, device: str = "auto", threads: int | None = None) -> ModelSession:
+    """Verify the sidecar (sha256, preprocessing version), then open one session with explicit providers."""
+    path = Path(model) if model else default_model()
+    try:
+        meta = read_sidecar(path)
+    except SidecarError as e:
+        raise InferenceError(str(e)) from None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InferenceError("onnxruntime is not installed: pip install 'brisc[cpu]' (or 'brisc[gpu]')") from None
+    if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+        warnings.warn("both onnxruntime and onnxruntime-gpu are installed; they share one module and may shadow "
+                      "each other: uninstall one of them", stacklevel=2)
+    providers = choose_providers(device, ort.get_available_providers())
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise InferenceError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+    used = sess.get_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in used:
+        raise InferenceError("--device cuda: the CUDA provider failed to initialise (check the CUDA/cuDNN install)")
+    return ModelSession(path=path, meta=meta, session=sess, output_names=[o.name for o in sess.get_outputs()],
+                        provider=used[0])
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,288 @@
+import csv
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brisc.export.loading import load_trained
+from brisc.export.wrapper import ExportWrapper
+from brisc.imageio import load
+from brisc.inference.heatmap import colorize
+from brisc.inference.runner import output_path
+from brisc.maps import resize_map
+from brisc.metrics import energy_in_mask, pointing_game
+from brisc.synth import generate
+from conftest import run_cli, write_dicom
+
+INFER = "brisc.inference.cli"
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _errors(out):
+    with open(out / "errors.csv", newline="", encoding="utf-8") as f:
+        return {r["path"]: r["reason"] for r in csv.DictReader(f)}
+
+
+def test_inference_never_imports_torch(tiny_export, synth_root, tmp_path):
+    code = ("import sys\nfrom brisc.inference.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "bad = [m for m in ('torch', 'transformers', 'torchvision', 'brisc.train', 'brisc.export') if m in sys.modules]\n"
+            "assert not bad, bad\nprint('torch-free')")
+    r = subprocess.run([sys.executable, "-c", code, str(synth_root / "classification_task" / "test"), "--model",
+                        str(tiny_export / "vit.onnx"), "--out", str(tmp_path / "o"), "--heatmaps", "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "torch-free" in r.stdout, r.stderr[-2000:]
+
+
+def test_help_is_light():
+    """--help must answer fast: it imports neither numpy nor onnxruntime (timed in benchmarks/)."""
+    code = ("import sys\nfrom brisc.inference.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'PIL', 'torch') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Research use only" in r.stdout and r.stdout.strip().endswith("[]")
+
+
+@pytest.mark.parametrize("kind", ["vit", "sae"])
+def test_predictions_on_real_brisc_match_pytorch(tiny_run, tiny_export, real_images, tmp_path, kind):
+    out = tmp_path / "o"
+    run_cli(INFER, *real_images, "--model", tiny_export / f"{kind}.onnx", "--out", out, "--quiet")
+    rows = {r["path"]: r for r in _rows(out)}
+    assert len(rows) == len(real_images)
+    tm = load_trained(tiny_run, kind)
+    w = ExportWrapper(tm.model, temperature=tm.config["temperature"])
+    x = torch.from_numpy(np.stack([load(p) for p in real_images]))
+    with torch.no_grad():
+        ref = torch.softmax(w(x)[0] / w.temperature, -1).numpy()
+    classes = ["glioma", "meningioma", "no_tumor", "pituitary"]
+    for p, r in zip(real_images, ref):
+        row = rows[p.name]
+        got = np.array([row["probabilities"][c] for c in classes])
+        assert np.abs(got - r).max() <= 1e-4
+        assert row["predicted"] == classes[int(r.argmax())]
+        assert row["true_label"] == p.parent.name  # BRISC names carry the ground truth
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ground_truth"]["n"] == len(real_images) and s["provider"] == "CPUExecutionProvider"
+
+
+def _bomb(path):
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def bad_corpus(tmp_path, synth_root):
+    d = tmp_path / "corpus"
+    (d / "sub dir").mkdir(parents=True)
+    good = next((synth_root / "classification_task" / "test" / "glioma").glob("*.jpg"))
+    img = Image.open(good).convert("L")
+    jpeg = good.read_bytes()
+    expect_ok, expect_err = {}, {}
+
+    shutil.copy(good, d / "sub dir" / "scan with spaces.jpg"); expect_ok["sub dir/scan with spaces.jpg"] = 1
+    shutil.copy(good, d / "ünïcødé_脑.jpg"); expect_ok["ünïcødé_脑.jpg"] = 1
+    shutil.copy(good, d / "new\nline.jpg"); expect_ok["new\nline.jpg"] = 1
+    img.convert("RGBA").save(d / "rgba.png"); expect_ok["rgba.png"] = 1
+    img.convert("CMYK").save(d / "cmyk.jpg"); expect_ok["cmyk.jpg"] = 1
+    Image.fromarray((np.asarray(img, np.uint16) * 200)).save(d / "sixteen.png"); expect_ok["sixteen.png"] = 1
+    Image.new("L", (1, 1), 128).save(d / "one.png"); expect_ok["one.png"] = 1
+    img.save(d / "scan.tiff"); expect_ok["scan.tiff"] = 1
+    img.save(d / "scan.bmp"); expect_ok["scan.bmp"] = 1
+    px = np.asarray(img, np.uint16)
+    write_dicom(d / "mono1.dcm", px, photometric="MONOCHROME1"); expect_ok["mono1.dcm"] = 1
+    write_dicom(d / "IM0001", px); expect_ok["IM0001"] = 1  # DICOM without extension: found by magic bytes
+    write_dicom(d / "multi.dcm", np.stack([px, px[::-1], px[:, ::-1]])); expect_ok["multi.dcm"] = 3
+
+    (d / "corrupt.jpg").write_bytes(jpeg[:200] + os.urandom(2000)); expect_err["corrupt.jpg"] = ""
+    (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3]); expect_err["truncated.jpg"] = "truncated"
+    (d / "zero.jpg").write_bytes(b""); expect_err["zero.jpg"] = "not an image"
+    (d / "text.jpg").write_text("definitely not a JPEG"); expect_err["text.jpg"] = "not an image"
+    _bomb(d / "bomb.png"); expect_err["bomb.png"] = "decompression bomb"
+    write_dicom(d / "nopixels.dcm", px, with_pixels=False); expect_err["nopixels.dcm"] = "no pixel data"
+    os.symlink("loop.png", d / "loop.png"); expect_err["loop.png"] = "symlink loop"
+    if os.geteuid() == 0:  # root reads any file: a FIFO is the unreadable entry then (reading it would block)
+        os.mkfifo(d / "unreadable.png"); expect_err["unreadable.png"] = "not a regular file"
+    else:
+        shutil.copy(good, d / "unreadable.png"); os.chmod(d / "unreadable.png", 0); expect_err["unreadable.png"] = "permission"
+    (d / "README.txt").write_text("notes, not a scan")
+    return d, expect_ok, expect_err
+
+
+def test_bad_input_corpus_each_with_its_outcome_while_the_rest_are_classified(bad_corpus, tiny_export, tmp_path):
+    d, ok, err = bad_corpus
+    out = tmp_path / "o"
+    r = run_cli(INFER, d, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", check=False)
+    assert r.returncode == 1, r.stderr[-2000:]  # some files failed
+    assert "Traceback" not in r.stderr
+    rows = _rows(out)
+    got = {}
+    for row in rows:
+        got[row["path"]] = got.get(row["path"], 0) + 1
+    assert got == ok
+    errors = _errors(out)
+    assert set(errors) == set(err)
+    for name, reason in err.items():
+        assert reason in errors[name], (name, errors[name])
+    s = json.loads((out / "summary.json").read_text())
+    assert s["classified"] == sum(ok.values()) and s["failures"] == len(err) and s["skipped_non_images"] == 1
+    frames = sorted(row["frame"] for row in rows if row["path"] == "multi.dcm")
+    assert frames == [0, 1, 2]
+    assert (out / "heatmaps" / "multi.dcm.frame0002.png").is_file()
+    assert (out / "heatmaps" / "sub dir" / "scan with spaces.jpg.png").is_file()
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "new\nline" not in html and "new\\x0aline.jpg" in html  # control characters shown escaped
+
+
+def test_nothing_classified_exits_3(tmp_path, tiny_export):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.jpg").write_bytes(b"nope")
+    r = run_cli(INFER, tmp_path / "in", "--model", tiny_export / "sae.onnx", "--out", tmp_path / "o", check=False)
+    assert r.returncode == 3
+
+
+def test_resume_after_sigkill_ends_with_every_file_exactly_once(tiny_export, tmp_path):
+    data = tmp_path / "data"
+    generate(data, per_class=15, test_per_class=0, seed=3, size=192)
+    scans = data / "classification_task" / "train"
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", INFER, str(scans), "--model", str(tiny_export / "vit.onnx"), "--out", str(out),
+            "--batch-size", "2", "--heatmaps", "--explain", "occlusion", "--quiet"]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jl = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and (not jl.exists() or jl.read_text().count("\n") < 4):
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    partial = len(_rows(out))
+    assert 0 < partial < 60, "the kill came too late to test resume"
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    keys = [(row["path"], row["frame"]) for row in _rows(out)]
+    assert len(keys) == len(set(keys)) == 60
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == 60
+    s = json.loads((out / "summary.json").read_text())
+    assert s["classified"] == 60 and s["classified_this_run"] == 60 - partial
+
+
+def test_existing_predictions_are_not_overwritten_by_accident(tiny_export, synth_root, tmp_path):
+    scans = synth_root / "classification_task" / "test" / "pituitary"
+    out = tmp_path / "o"
+    run_cli(INFER, scans, "--model", tiny_export / "sae.onnx", "--out", out, "--quiet")
+    before = (out / "predictions.jsonl").read_bytes()
+    r = run_cli(INFER, scans, "--model", tiny_export / "sae.onnx", "--out", out, "--quiet", check=False)
+    assert r.returncode == 2 and "--resume" in r.stderr
+    assert (out / "predictions.jsonl").read_bytes() == before
+    run_cli(INFER, scans, "--model", tiny_export / "sae.onnx", "--out", out, "--quiet", "--overwrite")
+    assert len(_rows(out)) == 3
+
+
+def test_output_paths_never_leave_out(tmp_path):
+    out = tmp_path / "o"
+    for rel in ("../../etc/passwd", "/etc/passwd", "a/../../b.png", "..", "ok/x.png"):
+        p = output_path(out, "heatmaps", rel, ".png")
+        assert p.resolve().is_relative_to(out.resolve()), rel
+
+
+def test_heatmap_png_is_the_scan_blended_with_the_map(tiny_export, synth_root, tmp_path):
+    scans = synth_root / "classification_task" / "test" / "meningioma"
+    out = tmp_path / "o"
+    run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", "--quiet", "--alpha", "0.5")
+    for scan in sorted(scans.glob("*.jpg")):
+        png = out / "heatmaps" / f"{scan.name}.png"
+        ov = np.asarray(Image.open(png).convert("RGB"), np.float64)
+        src = np.asarray(Image.open(scan).convert("RGB"), np.float64)
+        assert ov.shape == src.shape  # drawn at the scan's own resolution
+        m = np.load(out / "heatmaps" / f"{scan.name}.npy")
+        assert m.shape == (14, 14) and 0 <= m.min() and m.max() <= 1
+        expected = 0.5 * src + 0.5 * colorize(np.clip(resize_map(m, src.shape[:2]), 0, 1))
+        assert np.abs(ov - expected).max() <= 1.0
+        up = resize_map(m, src.shape[:2])
+        hi, lo = up > np.quantile(up, 0.9), up < np.quantile(up, 0.1)
+        # Where the map is high the overlay is pulled towards the bright end of the colormap.
+        assert (ov - src)[hi][:, 1].mean() > (ov - src)[lo][:, 1].mean() + 20
+        panel = Image.open(out / "heatmaps" / f"{scan.name}.panel.png")
+        assert panel.size[0] > 2 * 384
+    html = (out / "index.html").read_text()
+    assert html.count("<tr><td>") == 3 and "Research use only" in html
+
+
+def test_mask_metrics_are_reported(tiny_export, synth_root, tmp_path):
+    scans = synth_root / "classification_task" / "test"
+    out = tmp_path / "o"
+    run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--masks",
+            synth_root / "segmentation_task" / "test" / "masks", "--quiet")
+    rows = _rows(out)
+    tumour = [r for r in rows if r["true_label"] != "no_tumor"]
+    assert all(r["pointing_hit"] in (True, False) and 0 <= r["energy_in_mask"] <= 1 for r in tumour)
+    assert all(r["pointing_hit"] is None for r in rows if r["true_label"] == "no_tumor")
+    s = json.loads((out / "summary.json").read_text())["masks"]
+    assert s["n"] == len(tumour) == 9 and 0 < s["mask_area_fraction"] < 0.1
+
+
+def test_mask_metric_functions_on_known_lesions(synth_root):
+    from brisc.data import discover, load_mask
+
+    for s in [x for x in discover(synth_root).samples if x.mask][:6]:
+        mask = load_mask(s.mask)
+        oracle = mask.astype(np.float64)
+        assert pointing_game(oracle, mask) is True and energy_in_mask(oracle, mask) == 1.0
+        ys, xs = np.nonzero(mask)
+        h, w = mask.shape
+        corner = max(((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)),
+                     key=lambda c: (c[0] - ys.mean()) ** 2 + (c[1] - xs.mean()) ** 2)
+        far = np.zeros_like(oracle)
+        far[corner] = 1  # a peak at the image corner farthest from the lesion
+        assert pointing_game(far, mask) is False and energy_in_mask(far, mask) == 0.0
+        assert energy_in_mask(np.ones_like(oracle), mask) == pytest.approx(mask.mean())
+
+
+@pytest.mark.parametrize("kind,explain", [("vit", "cls"), ("sae", "occlusion"), ("hf_vit", "rollout")])
+def test_explain_methods(tiny_export, synth_root, tmp_path, kind, explain):
+    scans = synth_root / "classification_task" / "test" / "glioma"
+    out = tmp_path / "o"
+    run_cli(INFER, scans, "--model", tiny_export / f"{kind}.onnx", "--out", out, "--heatmaps", "--explain", explain, "--quiet")
+    rows = _rows(out)
+    assert all(r["explain"] == explain for r in rows)
+    for r in rows:
+        m = np.load(out / r["heatmap"].replace(".png", ".npy"))
+        assert m.shape == (14, 14) and np.isfinite(m).all() and m.max() <= 1
+
+
+@pytest.mark.parametrize("case", ["rollout of sae", "tampered", "no sidecar", "cuda"])
+def test_model_errors_exit_2(tiny_export, synth_root, tmp_path, case):
+    scans = synth_root / "classification_task" / "test" / "glioma"
+    model = tiny_export / "sae.onnx"
+    extra = []
+    if case == "rollout of sae":
+        extra, msg = ["--heatmaps", "--explain", "rollout"], "needs the 'rollout' output"
+    elif case == "tampered":
+        model = tmp_path / "m.onnx"
+        data = (tiny_export / "sae.onnx").read_bytes()
+        model.write_bytes(data[:-10])
+        shutil.copy(tiny_export / "sae.onnx.json", tmp_path / "m.onnx.json")
+        msg = "sha256 does not match"
+    elif case == "no sidecar":
+        model = tmp_path / "m.onnx"
+        shutil.copy(tiny_export / "sae.onnx", model)
+        msg = "no sidecar"
+    else:
+        extra, msg = ["--device", "cuda"], "--device cuda"
+    r = run_cli(INFER, scans, "--model", model, "--out", tmp_path / "o", *extra, check=False)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
