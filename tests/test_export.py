@@ -12,7 +12,7 @@ from brisc.export.cli import ExportOptions, export_run
 from brisc.export.loading import load_trained
 from brisc.export.wrapper import ExportWrapper
 from brisc.imageio import load
-from brisc.maps import rollout
+from brisc.maps import cls_map, rollout
 from brisc.sidecar import SidecarError, read_sidecar
 from conftest import run_cli
 
@@ -108,6 +108,21 @@ def test_in_graph_rollout_equals_numpy_rollout_of_the_exported_attention(tiny_ru
     assert np.array_equal(out["heatmap"], out["rollout"])
 
 
+@pytest.mark.parametrize("spec,reference", [
+    ("cls:layer=1:max", lambda full: cls_map(full[:, :, :, 0, 1:], layer=0, head_fusion="max")),
+    ("cls", lambda full: cls_map(full[:, :, :, 0, 1:])),
+    ("rollout:start=2", lambda full: rollout(full, start_layer=1)),
+])
+def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batch, spec, reference):
+    (path,) = export_run(ExportOptions(run=tiny_run, out=tmp_path, models=("vit",), full_attention=True, heatmap=spec),
+                         log=lambda *a: None)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": real_batch[:4]})))
+    assert np.abs(out["heatmap"] - reference(out["attentions_full"])).max() <= 1e-5
+    assert np.abs(out["rollout"] - rollout(out["attentions_full"])).max() <= 1e-5  # rollout stays plain
+    assert read_sidecar(path)["heatmap"] == spec
+
+
 def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):
     for kind in KINDS:
         meta = read_sidecar(tiny_export / f"{kind}.int8.onnx")
@@ -151,13 +166,15 @@ def test_failed_self_check_deletes_the_output(tiny_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out"])
+@pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out", "heatmap layer", "heatmap name"])
 def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):
     out = tmp_path / "out"
     args = {"missing run": ["--run", tmp_path / "nope", "--out", out],
             "model not in run": ["--run", tiny_run, "--models", "resnet", "--out", out],
             "opset": ["--run", tiny_run, "--opset", "9", "--out", out],
-            "unwritable out": ["--run", tiny_run, "--out", tmp_path / "file" / "sub"]}[case]
+            "unwritable out": ["--run", tiny_run, "--out", tmp_path / "file" / "sub"],
+            "heatmap layer": ["--run", tiny_run, "--models", "vit", "--heatmap", "cls:layer=9", "--out", out],
+            "heatmap name": ["--run", tiny_run, "--heatmap", "gradcam", "--out", out]}[case]
     (tmp_path / "file").write_text("a file, not a folder")
     r = run_cli("brisc.export.cli", *args, check=False)
     assert r.returncode == 2, r.stderr

@@ -127,6 +127,22 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 15.0
     return bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tolerance ** 2)
 
 
+def pointing_chance(mask: np.ndarray, tolerance: float = 15.0, samples: int = 2000, seed: int = 0) -> float | None:
+    """The pointing game's chance level: the share of pixels within ``tolerance`` of the mask, i.e. the
+    hit rate of a map whose maximum falls anywhere at random (estimated from a fixed pixel sample)."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return None
+    h, w = mask.shape
+    rng = np.random.default_rng(seed)
+    py, px = rng.integers(0, h, samples), rng.integers(0, w, samples)
+    ys, xs = np.nonzero(mask)
+    step = max(1, len(ys) // 4000)  # a subsample of the mask keeps this cheap; edges dominate anyway
+    ys, xs = ys[::step], xs[::step]
+    d2 = (py[:, None] - ys[None]) ** 2 + (px[:, None] - xs[None]) ** 2
+    return float((d2.min(1) <= tolerance ** 2).mean())
+
+
 def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
     """Share of the (non-negative) map's mass inside the mask; a uniform map scores the mask's area fraction."""
     mask = np.asarray(mask, bool)

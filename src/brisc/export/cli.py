@@ -21,6 +21,7 @@ class ExportOptions:
     quantize: str | None = None
     opset: int = 18
     full_attention: bool = False
+    heatmap: str = "rollout"  # the ViTs' recommended map, see HeatmapSpec
 
 
 def _validate(opts: ExportOptions) -> list[str]:
@@ -37,6 +38,12 @@ def _validate(opts: ExportOptions) -> list[str]:
                                f"(it has: {', '.join(have) or 'none'})")
     if opts.format != "onnx" and (opts.quantize or opts.full_attention):
         raise ExportInputError("--quantize and --full-attention apply to --format onnx only")
+    from brisc.export.wrapper import HeatmapSpec
+
+    try:
+        HeatmapSpec.parse(opts.heatmap)
+    except ValueError as e:
+        raise ExportInputError(f"--heatmap: {e}") from None
     if opts.format == "onnx" and not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise ExportInputError(f"opset {opts.opset} is not supported (use {MIN_OPSET} to {MAX_OPSET})")
     try:
@@ -56,11 +63,11 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
 
     import brisc
     from brisc import CLASSES
-    from brisc.export.loading import check_images, load_trained
+    from brisc.export.loading import ExportInputError, check_images, load_trained
     from brisc.export.onnx import export_onnx, metadata_props
     from brisc.export.quantize import agreement, quantize_int8
     from brisc.export.torchscript import export_pt2, export_torchscript
-    from brisc.export.wrapper import ExportWrapper, heatmap_method
+    from brisc.export.wrapper import ExportWrapper, HeatmapSpec, heatmap_method
     from brisc.imageio import DEFAULT as PREP, load
     from brisc.sidecar import write_sidecar
     from brisc.train.report import NAMES
@@ -76,14 +83,18 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
     for kind in kinds:
         tm = load_trained(opts.run, kind)
         temperature = float(tm.config.get("temperature", tm.metrics.get("temperature", 1.0)))
-        wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention)
+        spec = HeatmapSpec.parse(opts.heatmap)
+        try:
+            wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention, heatmap=spec)
+        except ValueError as e:
+            raise ExportInputError(f"{kind}: {e}") from None
         val = tm.metrics.get("val", {})
         meta = {
             "model_kind": kind, "model_name": NAMES.get(kind, kind), "classes": list(CLASSES),
             "input": {"name": "pixel_values", "layout": "NCHW", "size": PREP.size, "mean": list(PREP.mean),
                       "std": list(PREP.std), "preprocessing_version": PREP.version},
             "outputs": wrapper.names, "format": opts.format, "temperature": temperature,
-            "heatmap_method": heatmap_method(tm.model),
+            "heatmap_method": heatmap_method(tm.model, spec), "heatmap": opts.heatmap if tm.model.has_attention else "saliency",
             "explain_methods": (["rollout", "cls"] if tm.model.has_attention else ["saliency"]) + ["occlusion"],
             "validation_metrics": {k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
             "training_data": {k: tm.config.get(k) for k in ("data", "layout", "split_seed", "val_fraction", "train_images",
@@ -123,8 +134,11 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
               help="Also write a dynamic-INT8 graph (weight MatMul/Gemm only; attention stays fp32).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 to 23).")
 @click.option("--full-attention", is_flag=True, help="Also output the full [B, L, H, 197, 197] attention stack.")
+@click.option("--heatmap", default="rollout", show_default=True,
+              help="The ViTs' recommended `heatmap` output: rollout, rollout:start=K, rollout:max, cls, cls:layer=K, "
+                   "cls:layer=K:max (layers from 1). The `rollout` output stays plain rollout.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder, e.g. artifacts/export/NAME.")
-def main(run, models, fmt, quantize, opset, full_attention, out) -> None:
+def main(run, models, fmt, quantize, opset, full_attention, heatmap, out) -> None:
     """Export a brisc-train run's models with attention and heatmaps as named outputs, checked against PyTorch.
 
     Each file gets a JSON sidecar (<file>.json) that brisc-infer verifies. Research use only."""
@@ -132,7 +146,7 @@ def main(run, models, fmt, quantize, opset, full_attention, out) -> None:
     from brisc.export.onnx import ExportCheckError
 
     opts = ExportOptions(run=run, out=out, models=tuple(m.strip() for m in models.split(",")) if models else None,
-                         format=fmt, quantize=quantize, opset=opset, full_attention=full_attention)
+                         format=fmt, quantize=quantize, opset=opset, full_attention=full_attention, heatmap=heatmap)
     try:
         export_run(opts)
     except ExportInputError as e:

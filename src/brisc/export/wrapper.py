@@ -7,6 +7,8 @@ rollout [B, 14, 14]; with ``full_attention`` also attentions_full [B, L, H, 197,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -14,21 +16,72 @@ from brisc.maps import FLAT_SPREAD
 from brisc.train.models import VisionTransformer
 
 
-def rollout_torch(att: torch.Tensor, grid: int) -> torch.Tensor:
-    """[B, L, H, N, N] -> [B, g, g]: heads averaged, identity added, rows renormalised, product over
-    layers, [CLS] row without [CLS], min-max scaled per image (nearly flat maps are not stretched:
-    ``brisc.maps.FLAT_SPREAD``). Mirrors ``brisc.maps.rollout``."""
-    a = att.double().mean(2)  # [B, L, N, N]; float64: min-max scaling magnifies float32 rounding
+@dataclass(frozen=True)
+class HeatmapSpec:
+    """Which map the graph's ``heatmap`` output recommends (ViTs). Text form for the CLI:
+    ``rollout``, ``rollout:start=3``, ``rollout:max``, ``cls``, ``cls:layer=4``, ``cls:layer=4:max`` (layers 1-based)."""
+
+    method: str = "rollout"  # rollout | cls
+    start_layer: int = 0  # rollout: first layer multiplied in (0-based)
+    head_fusion: str = "mean"  # mean | max
+    layer: int = -1  # cls: which layer's [CLS] row (0-based; -1 = last)
+
+    @classmethod
+    def parse(cls, text: str) -> "HeatmapSpec":
+        method, *opts = text.strip().lower().split(":")
+        kw: dict = {"method": method}
+        for o in opts:
+            if o in ("mean", "max"):
+                kw["head_fusion"] = o
+            elif o.startswith("start=") and method == "rollout":
+                kw["start_layer"] = int(o[6:]) - 1
+            elif o.startswith("layer=") and method == "cls":
+                kw["layer"] = int(o[6:]) - 1
+            else:
+                raise ValueError(f"bad heatmap option '{o}' in '{text}'")
+        if method not in ("rollout", "cls"):
+            raise ValueError(f"unknown heatmap method '{method}' (rollout or cls)")
+        return cls(**kw)
+
+    def describe(self) -> str:
+        if self.method == "rollout":
+            return (f"attention rollout ({self.head_fusion} over heads, identity added, rows renormalised, product over "
+                    f"layers {self.start_layer + 1}..L, [CLS] row)")
+        layer = "the last layer" if self.layer == -1 else f"layer {self.layer + 1}"
+        return f"[CLS] attention of {layer} ({self.head_fusion} over heads)"
+
+
+def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
+    """[B, N-1] -> [B, g, g] min-max scaled per image (nearly flat maps are not stretched: FLAT_SPREAD)."""
+    lo, hi = cls.min(-1, keepdim=True).values, cls.max(-1, keepdim=True).values
+    cls = (cls - lo) / torch.clamp(torch.maximum(hi - lo, FLAT_SPREAD * hi.abs()), min=1e-12)
+    return cls.reshape(-1, grid, grid).to(dtype)
+
+
+def cls_map_torch(att: torch.Tensor, grid: int, layer: int = -1, head_fusion: str = "mean") -> torch.Tensor:
+    """[B, L, H, N, N] -> [B, g, g]: one layer's [CLS] row without [CLS], fused over heads."""
+    row = att[:, layer, :, 0, 1:].double()  # [B, H, N-1]
+    fused = row.mean(1) if head_fusion == "mean" else row.max(1).values
+    return _scale(fused, grid, att.dtype)
+
+
+def rollout_torch(att: torch.Tensor, grid: int, start_layer: int = 0, head_fusion: str = "mean") -> torch.Tensor:
+    """[B, L, H, N, N] -> [B, g, g]: heads fused, identity added, rows renormalised, product over
+    layers, [CLS] row without [CLS], min-max scaled per image. Mirrors ``brisc.maps.rollout``."""
+    a = att[:, start_layer:].double()  # float64: min-max scaling magnifies float32 rounding
+    a = a.mean(2) if head_fusion == "mean" else a.max(2).values  # [B, L, N, N]
     n = a.shape[-1]
     a = a + torch.eye(n, dtype=a.dtype, device=a.device)
     a = a / a.sum(-1, keepdim=True)
     r = a[:, 0]
     for layer in range(1, a.shape[1]):
         r = a[:, layer] @ r
-    cls = r[:, 0, 1:]  # [B, N-1]
-    lo, hi = cls.min(-1, keepdim=True).values, cls.max(-1, keepdim=True).values
-    cls = (cls - lo) / torch.clamp(torch.maximum(hi - lo, FLAT_SPREAD * hi.abs()), min=1e-12)
-    return cls.reshape(-1, grid, grid).to(att.dtype)
+    return _scale(r[:, 0, 1:], grid, att.dtype)  # the [CLS] row without [CLS]
+
+
+def cfg_depth(model: nn.Module) -> int:
+    cfg = model.config
+    return cfg.depth if isinstance(model, VisionTransformer) else cfg.num_hidden_layers
 
 
 def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
@@ -39,13 +92,19 @@ def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
 
 
 class ExportWrapper(nn.Module):
-    def __init__(self, model: nn.Module, *, temperature: float = 1.0, full_attention: bool = False):
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0, full_attention: bool = False,
+                 heatmap: HeatmapSpec = HeatmapSpec()):
         super().__init__()
         self.model = model.eval()
         if isinstance(model, VisionTransformer):
             model.set_fused_attn(False)  # the explicit softmax path: plain ops every exporter knows
         self.temperature = float(temperature)
         self.full_attention = full_attention
+        self.heatmap = heatmap
+        if model.has_attention:
+            depth = cfg_depth(model)
+            if not (0 <= heatmap.start_layer < depth and -depth <= heatmap.layer < depth):
+                raise ValueError(f"--heatmap asks for a layer the model does not have (it has {depth})")
         self.names = output_names(model, full_attention)
         cfg = model.config  # 14 for every brisc ViT (224 / 16); unused by the SAE
         self.grid = cfg.grid if isinstance(model, VisionTransformer) else getattr(cfg, "image_size", 224) // getattr(cfg, "patch_size", 16)
@@ -59,14 +118,20 @@ class ExportWrapper(nn.Module):
             cls = att[:, :, :, 0, 1:]  # [B, L, H, N-1]
             probs = torch.softmax(out.logits / self.temperature, -1)
             extra = (att,) if self.full_attention else ()
-            # heatmap = the recommended map (rollout); a separate tensor so both outputs exist in the graph.
-            return (out.logits, probs, rollout.clone(), cls, rollout, *extra)
+            h = self.heatmap
+            if h == HeatmapSpec():  # plain rollout: a copy, so both outputs exist in the graph
+                heat = rollout.clone()
+            elif h.method == "rollout":
+                heat = rollout_torch(att, self.grid, h.start_layer, h.head_fusion)
+            else:
+                heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion)
+            return (out.logits, probs, heat, cls, rollout, *extra)
         logits = self.model(pixel_values).logits
         probs = torch.softmax(logits / self.temperature, -1)
         return (logits, probs, self.model.saliency(pixel_values, logits))
 
 
-def heatmap_method(model: nn.Module) -> str:
+def heatmap_method(model: nn.Module, spec: HeatmapSpec = HeatmapSpec()) -> str:
     if model.has_attention:
-        return "attention rollout (mean over heads, identity added, rows renormalised, product over layers, [CLS] row)"
+        return spec.describe()
     return "input-gradient x input saliency of the predicted class on the model's 56x56 grayscale view, 4x4 pooled"

@@ -66,13 +66,6 @@ def panel(scan: Image.Image, m: np.ndarray, *, label: str, probability: float, m
     return canvas
 
 
-def cls_attention_map(attentions: np.ndarray) -> np.ndarray:
-    """[B, L, H, 196] [CLS] rows -> last layer, mean over heads, [B, 14, 14] in [0, 1]."""
-    last = np.asarray(attentions)[:, -1].mean(1)
-    g = int(round(np.sqrt(last.shape[-1])))
-    return minmax(last.reshape(-1, g, g)).astype(np.float32)
-
-
 def occlusion_batch(x: np.ndarray, patch: int = 16) -> np.ndarray:
     """[3, S, S] -> [(S/patch)^2, 3, S, S]: one copy per patch position with that patch set to grey (0)."""
     g = x.shape[-1] // patch

@@ -24,9 +24,9 @@ import numpy as np
 
 from brisc.data import canonical_class, parse_brisc_name, load_mask
 from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
-from brisc.inference.heatmap import cls_attention_map, occlusion_maps, overlay, panel
+from brisc.inference.heatmap import occlusion_maps, overlay, panel
 from brisc.inference.session import InferenceError, ModelSession
-from brisc.maps import resize_map
+from brisc.maps import cls_map, resize_map
 from brisc.metrics import classification_metrics, energy_in_mask, pointing_game
 
 DISPLAY_MAX = 1024  # overlays are drawn on the scan, downscaled to at most this many pixels a side
@@ -315,7 +315,7 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
         if method in ("rollout", "saliency"):
             maps = res["heatmap"]  # the graph's recommended map: rollout (ViTs) or saliency (SAE)
         elif method == "cls":
-            maps = cls_attention_map(res["attentions"])
+            maps = cls_map(res["attentions"]).astype(np.float32)  # last layer, mean over heads
         elif method == "occlusion":
             maps = occlusion_maps(lambda b: sess.run(b, ["probabilities"])["probabilities"], x, pred, probs,
                                   batch_size=opts.batch_size)

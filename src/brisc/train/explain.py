@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from brisc.data import Sample, load_mask
-from brisc.maps import minmax, resize_map, rollout
-from brisc.metrics import energy_in_mask, pointing_game
+from brisc.maps import cls_map, resize_map, rollout
+from brisc.metrics import energy_in_mask, pointing_chance, pointing_game
 
 
 @torch.no_grad()
@@ -21,20 +21,20 @@ def explanation_maps(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict
     if model.has_attention:
         out = model(pixel_values, output_attentions=True)
         att = torch.stack(out.attentions, 1).float().cpu().numpy()  # [B, L, H, N, N]
-        g = int(round(np.sqrt(att.shape[-1] - 1)))
-        cls_last = att[:, -1, :, 0, 1:].mean(1).reshape(-1, g, g)
-        return {"rollout": rollout(att), "cls": minmax(cls_last)}
+        return {"rollout": rollout(att), "cls": cls_map(att[:, :, :, 0, 1:])}
     logits = model(pixel_values).logits
     return {"saliency": model.saliency(pixel_values, logits).float().cpu().numpy()}
 
 
 def score_maps(maps: np.ndarray, samples: list[Sample]) -> list[dict]:
-    """Per image: pointing-game hit, energy inside the mask, and the mask's area fraction (chance)."""
+    """Per image: pointing-game hit and its chance level, energy inside the mask and the mask's area fraction
+    (the energy a uniform map would score)."""
     rows = []
     for m, s in zip(maps, samples):
         mask = load_mask(s.mask)
         up = resize_map(m, mask.shape)
-        rows.append({"hit": pointing_game(up, mask), "energy": energy_in_mask(up, mask), "area": float(mask.mean())})
+        rows.append({"hit": pointing_game(up, mask), "energy": energy_in_mask(up, mask), "area": float(mask.mean()),
+                     "chance": pointing_chance(mask)})
     return rows
 
 
@@ -48,4 +48,5 @@ def summarise(rows: list[dict]) -> dict:
         "pointing_game": float(np.mean([r["hit"] for r in rows])),
         "energy_in_mask": float(np.mean(energies)) if energies else None,
         "mask_area_fraction": float(np.mean([r["area"] for r in rows])),
+        "pointing_chance": float(np.mean([r["chance"] for r in rows])),
     }

@@ -65,13 +65,14 @@ def markdown(comp: dict) -> str:
         pc = r["val_per_class"]
         lines.append(f"| {r['name']} | " + " | ".join(
             f"{_f(pc[c]['sensitivity'])} / {_f(pc[c]['specificity'])}" for c in CLASSES) + " |")
-    lines += ["", "Explanations on validation tumour masks (pointing game: map maximum within 15 px of the mask; "
-              "energy: share of the map inside the mask; a uniform map's energy equals the mask area):", "",
-              "| model | method | images | pointing game | energy in mask | mask area |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "Explanations on validation tumour masks (pointing game: map maximum within 15 px of the mask, chance: "
+              "the share of pixels within 15 px, i.e. a random maximum's hit rate; energy: share of the map inside the "
+              "mask, which a uniform map scores at the mask area):", "",
+              "| model | method | images | pointing game | chance | energy in mask | mask area |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in comp["models"]:
         for method, e in r["explanations"].items():
             if e.get("n"):
-                lines.append(f"| {r['name']} | {method} | {e['n']} | {_f(e['pointing_game'])} | "
+                lines.append(f"| {r['name']} | {method} | {e['n']} | {_f(e['pointing_game'])} | {_f(e.get('pointing_chance'))} | "
                              f"{_f(e['energy_in_mask'])} | {_f(e['mask_area_fraction'])} |")
     lines += ["", "Research use only: not a medical device.", ""]
     return "\n".join(lines)

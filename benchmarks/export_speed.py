@@ -1,0 +1,83 @@
+"""PyTorch eager fp32 vs onnxruntime fp32 (attentions exposed) vs onnxruntime dynamic INT8, one trained ViT.
+
+Batches 1, 8 and 32, medians of several runs, all in one process. Also INT8 top-1 agreement with fp32
+and rollout correlation on real BRISC validation images. Goals: ORT fp32 >= 1.0x PyTorch;
+INT8 >= 2.5x PyTorch with agreement >= 99.5% and rollout correlation >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import median_time, table
+
+
+def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int = 500, threads: int | None = None) -> str:
+    import onnxruntime as ort
+
+    from brisc.export.cli import ExportOptions, export_run
+    from brisc.export.loading import load_trained
+    from brisc.export.quantize import agreement
+    from brisc.export.wrapper import ExportWrapper
+    from brisc.imageio import load
+
+    run_path = Path(run_dir)
+    tmp = None
+    if export_dir is None or not (Path(export_dir) / "vit.int8.onnx").is_file():
+        tmp = tempfile.TemporaryDirectory()
+        export_dir = tmp.name
+        export_run(ExportOptions(run=run_path, out=Path(export_dir), models=("vit",), quantize="int8"), log=lambda *a: None)
+    exp = Path(export_dir)
+    tm = load_trained(run_path, "vit")
+    wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"])
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        torch.set_num_threads(threads)
+    s32 = ort.InferenceSession(str(exp / "vit.onnx"), opts, providers=["CPUExecutionProvider"])
+    s8 = ort.InferenceSession(str(exp / "vit.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    val = json.loads((run_path / "split.json").read_text())["val"]
+    rows = []
+    for b in (1, 8, 32):
+        x = np.stack([load(p) for p in val[:b]])
+        xt = torch.from_numpy(x)
+        reps = 10 if b < 32 else 5
+
+        def eager():
+            with torch.no_grad():
+                wrapper(xt)
+        t_pt = median_time(eager, repeats=reps)
+        t32 = median_time(lambda: s32.run(None, {"pixel_values": x}), repeats=reps)
+        t8 = median_time(lambda: s8.run(None, {"pixel_values": x}), repeats=reps)
+        rows.append([b, f"{b / t_pt:.1f}", f"{b / t32:.1f}", f"{b / t8:.1f}", f"{t_pt / t32:.2f}x", f"{t_pt / t8:.2f}x"])
+    images = np.stack([load(p) for p in val[:n_agree]])
+    agree = {"top1_agreement": [], "map_correlation": []}
+    for i in range(0, len(images), 32):
+        a = agreement(exp / "vit.onnx", exp / "vit.int8.onnx", images[i:i + 32])
+        for k in agree:
+            agree[k].append(a[k] * a["images"])
+    n = len(images)
+    top1, corr = sum(agree["top1_agreement"]) / n, sum(agree["map_correlation"]) / n
+    if tmp:
+        tmp.cleanup()
+    return ("### Home-made ViT: PyTorch vs onnxruntime fp32 vs INT8 (img/s)\n\n"
+            + table(["batch", "PyTorch eager fp32", "ORT fp32 + attentions", "ORT INT8", "ORT fp32 / PyTorch",
+                     "INT8 / PyTorch"], rows)
+            + f"\n\nAll three return logits, attentions and rollout. Medians of 5-10 runs in one process. INT8 vs fp32 on "
+              f"{n} real BRISC validation images: top-1 agreement {top1:.4f}, rollout correlation {corr:.4f}. "
+              f"Model: `{run_path}/vit`.\n")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, help="a brisc-train run folder with a vit")
+    ap.add_argument("--export", default=None, help="its brisc-export folder (with vit.int8.onnx); else exported to a temp dir")
+    ap.add_argument("--images", type=int, default=500)
+    a = ap.parse_args()
+    print(run(a.run, a.export, a.images))

@@ -1,0 +1,75 @@
+"""End-to-end brisc-infer throughput on real BRISC JPEGs vs model-only throughput, and peak memory.
+
+Each measurement is a fresh process (so peak RSS is its own). Goals: end-to-end >= 85% of model-only img/s
+without heatmaps and >= 75% with them; peak RSS for 5000 images <= 1.1x that for 1000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import table
+
+_CHILD = r"""
+import json, resource, sys, time
+from brisc.inference.cli import main
+t = time.perf_counter()
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps({"wall": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _folder(images: list[Path], n: int, root: Path) -> Path:
+    d = root / f"scans{n}"
+    d.mkdir()
+    for i in range(n):
+        src = images[i % len(images)]
+        os.symlink(src, d / f"{i:05d}_{src.name}")  # repeats are distinct files to brisc-infer
+    return d
+
+
+def infer(folder: Path, model: str, heatmaps: bool, out: Path) -> dict:
+    args = [str(folder), "--model", model, "--out", str(out), "--quiet"] + (["--heatmaps"] if heatmaps else [])
+    r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
+    child = json.loads(r.stdout.strip().splitlines()[-1])
+    s = json.loads((out / "summary.json").read_text())
+    return {**child, "img_s": s["img_per_s"], "model_img_s": s["model_img_per_s"], "n": s["classified"]}
+
+
+def run(model: str, data: Path, n_small: int = 1000, n_large: int = 5000) -> str:
+    images = sorted((data / "classification_task" / "train").rglob("*.jpg"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small, large = _folder(images, n_small, tmp), _folder(images, n_large, tmp)
+        for heat in (False, True):
+            r = infer(small, model, heat, tmp / f"out_small_{heat}")
+            rows.append([f"{n_small} JPEGs" + (", --heatmaps" if heat else ""), f"{r['img_s']:.1f}", f"{r['model_img_s']:.1f}",
+                         f"{r['img_s'] / r['model_img_s']:.0%}", f"{r['rss_mb']:.0f}"])
+        big = infer(large, model, False, tmp / "out_large")
+        small_rss = float(rows[0][-1])
+        rows.append([f"{n_large} JPEGs", f"{big['img_s']:.1f}", f"{big['model_img_s']:.1f}",
+                     f"{big['img_s'] / big['model_img_s']:.0%}", f"{big['rss_mb']:.0f} ({big['rss_mb'] / small_rss:.2f}x the {n_small} run)"])
+    return (f"### brisc-infer end to end on real BRISC JPEGs (`{Path(model).name}`)\n\n"
+            + table(["input", "end-to-end img/s", "model-only img/s", "end-to-end / model-only", "peak RSS MB"], rows)
+            + "\n\nModel-only img/s is the time inside `session.run` in the same run. Batch 32, 2 decode threads.\n")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", default=os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
+    ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--large", type=int, default=5000)
+    a = ap.parse_args()
+    print(run(a.model, Path(a.data), a.small, a.large))

@@ -1,0 +1,81 @@
+"""Which attention map points at the lesion? Variants of rollout and [CLS] attention scored on tumour masks.
+
+    python -m brisc.train.explain_study --run artifacts/runs/brisc-cpu [--model vit] [--limit N]
+
+Prints a markdown table (pointing game, energy in mask, next to the mask area as the chance level) for:
+plain rollout; rollout started at a later layer; rollout with max head fusion; the [CLS] attention of
+every layer (mean and max over heads). All from the PyTorch model's full attention on the run's
+validation tumour images, scored with the same metrics as everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brisc.data import Sample, discover
+from brisc.imageio import load
+from brisc.maps import cls_map, rollout
+from brisc.train.explain import score_maps, summarise
+
+
+def variants(att: np.ndarray) -> dict[str, np.ndarray]:
+    """[B, L, H, N, N] -> name -> [B, g, g] maps in [0, 1]."""
+    L = att.shape[1]
+    rows = att[:, :, :, 0, 1:]
+    out = {"rollout (plain)": rollout(att)}
+    for s in range(1, L):
+        out[f"rollout from layer {s + 1}"] = rollout(att, start_layer=s)
+    out["rollout, max over heads"] = rollout(att, head_fusion="max")
+    for layer in range(L):
+        for fusion in ("mean", "max"):
+            out[f"[CLS] attention layer {layer + 1}, {fusion} of heads"] = cls_map(rows, layer=layer, head_fusion=fusion)
+    return out
+
+
+def study(run: Path, kind: str = "vit", limit: int | None = None, batch: int = 16) -> dict[str, dict]:
+    from brisc.export.loading import load_trained
+
+    model = load_trained(run, kind).model.eval()
+    val = set(json.loads((run / "split.json").read_text())["val"])
+    data = json.loads((run / kind / "config.json").read_text())["data"]
+    samples: list[Sample] = [s for s in discover(data).samples if s.path in val and s.mask]
+    samples = sorted(samples, key=lambda s: s.path)[:limit]
+    rows: dict[str, list] = {}
+    for i in range(0, len(samples), batch):
+        chunk = samples[i:i + batch]
+        x = torch.from_numpy(np.stack([load(s.path) for s in chunk]))
+        with torch.no_grad():
+            att = torch.stack(model(x, output_attentions=True).attentions, 1).float().numpy()
+        for name, maps in variants(att).items():
+            rows.setdefault(name, []).extend(score_maps(maps, chunk))
+    return {name: summarise(r) for name, r in rows.items()}
+
+
+def markdown(results: dict[str, dict]) -> str:
+    lines = ["| map | images | pointing game | chance | energy in mask | mask area (chance) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['n']} | {r['pointing_game']:.3f} | {r['pointing_chance']:.3f} | "
+                     f"{r['energy_in_mask']:.3f} | {r['mask_area_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, type=Path)
+    ap.add_argument("--model", default="vit", choices=["vit", "hf_vit"])
+    ap.add_argument("--limit", type=int, default=None, help="at most this many validation tumour images")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    a = ap.parse_args()
+    res = study(a.run, a.model, a.limit)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
