@@ -57,20 +57,21 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
         t8 = median_time(lambda: s8.run(None, {"pixel_values": x}), repeats=reps)
         rows.append([b, f"{b / t_pt:.1f}", f"{b / t32:.1f}", f"{b / t8:.1f}", f"{t_pt / t32:.2f}x", f"{t_pt / t8:.2f}x"])
     images = np.stack([load(p) for p in val[:n_agree]])
-    agree = {"top1_agreement": [], "map_correlation": []}
+    agree = {"top1_agreement": [], "rollout_correlation": [], "heatmap_correlation": []}
     for i in range(0, len(images), 32):
         a = agreement(exp / "vit.onnx", exp / "vit.int8.onnx", images[i:i + 32])
         for k in agree:
             agree[k].append(a[k] * a["images"])
     n = len(images)
-    top1, corr = sum(agree["top1_agreement"]) / n, sum(agree["map_correlation"]) / n
+    top1, corr, heat = (sum(agree[k]) / n for k in ("top1_agreement", "rollout_correlation", "heatmap_correlation"))
     if tmp:
         tmp.cleanup()
     return ("### Home-made ViT: PyTorch vs onnxruntime fp32 vs INT8 (img/s)\n\n"
             + table(["batch", "PyTorch eager fp32", "ORT fp32 + attentions", "ORT INT8", "ORT fp32 / PyTorch",
                      "INT8 / PyTorch"], rows)
             + f"\n\nAll three return logits, attentions and rollout. Medians of 5-10 runs in one process. INT8 vs fp32 on "
-              f"{n} real BRISC validation images: top-1 agreement {top1:.4f}, rollout correlation {corr:.4f}. "
+              f"{n} real BRISC validation images: top-1 agreement {top1:.4f}, rollout correlation {corr:.4f}, "
+              f"heatmap correlation {heat:.4f}. "
               f"Model: `{run_path}/vit`.\n")
 
 

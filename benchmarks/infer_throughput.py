@@ -12,20 +12,21 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import table
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from brisc.inference.cli import main
 t = time.perf_counter()
 try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(json.dumps({"wall": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that forked us.
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"wall": time.perf_counter() - t, "rss_mb": hwm / 1024}))
 """
 
 
@@ -34,7 +35,7 @@ def _folder(images: list[Path], n: int, root: Path) -> Path:
     d.mkdir()
     for i in range(n):
         src = images[i % len(images)]
-        os.symlink(src, d / f"{i:05d}_{src.name}")  # repeats are distinct files to brisc-infer
+        os.symlink(src.resolve(), d / f"{i:05d}_{src.name}")  # repeats are distinct files to brisc-infer
     return d
 
 
@@ -43,6 +44,8 @@ def infer(folder: Path, model: str, heatmaps: bool, out: Path) -> dict:
     r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
     child = json.loads(r.stdout.strip().splitlines()[-1])
     s = json.loads((out / "summary.json").read_text())
+    if not s["classified_this_run"]:
+        raise RuntimeError(f"brisc-infer classified nothing in {folder} (see {out / 'errors.csv'})")
     return {**child, "img_s": s["img_per_s"], "model_img_s": s["model_img_per_s"], "n": s["classified"]}
 
 

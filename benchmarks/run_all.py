@@ -26,23 +26,23 @@ def main() -> None:
     export = Path(os.environ.get("BRISC_EXPORT", "artifacts/export/brisc-cpu"))
     data = Path(os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
     parts = [f"# brisc benchmarks\n\nMachine: {machine()}. Written by `make bench` on {time.strftime('%Y-%m-%d')}.\n"]
-    parts.append(train_speed.run())
-    parts.append(synth_speed.run())
-    parts.append(help_time.run())
+    jobs = [("training speed", train_speed.run), ("synthetic data", synth_speed.run), ("CLI start-up", help_time.run)]
     if (run / "vit" / "model.safetensors").is_file():
-        parts.append(export_speed.run(str(run), str(export)))
-        model = export / "vit.onnx"
-        if model.is_file():
-            parts.append(infer_throughput.run(str(model), data))
-            int8 = export / "vit.int8.onnx"
-            if int8.is_file():
-                parts.append(infer_throughput.run(str(int8), data))
+        jobs.append(("PyTorch vs onnxruntime", lambda: export_speed.run(str(run), str(export))))
+        for name in ("vit.onnx", "vit.int8.onnx"):
+            if (export / name).is_file():
+                jobs.append((f"brisc-infer with {name}", lambda m=export / name: infer_throughput.run(str(m), data)))
     else:
         parts.append(f"(No trained run at {run}: model benchmarks skipped. Train one with `brisc-train --preset cpu --out {run}`.)\n")
-    report = "\n".join(parts)
-    print(report)
     Path("docs").mkdir(exist_ok=True)
-    Path("docs/benchmarks.md").write_text(report)
+    for name, job in jobs:
+        try:
+            part = job()
+        except Exception as e:  # one failing benchmark must not lose the others
+            part = f"### {name}\n\nfailed: {type(e).__name__}: {e}\n"
+        print(part, flush=True)
+        parts.append(part)
+        Path("docs/benchmarks.md").write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 
 import numpy as np
@@ -127,7 +126,8 @@ def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):
     for kind in KINDS:
         meta = read_sidecar(tiny_export / f"{kind}.int8.onnx")
         q = meta["quantization"]
-        assert q["top1_agreement"] >= 0.99 and q["map_correlation"] >= 0.95, (kind, q)
+        assert q["top1_agreement"] >= 0.99 and q["heatmap_correlation"] >= 0.95, (kind, q)
+        assert kind == "sae" or q["rollout_correlation"] >= 0.95
         g = onnx.load(str(tiny_export / f"{kind}.int8.onnx")).graph
         inits = {i.name for i in g.initializer}
         ops = [n.op_type for n in g.node]

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from brisc.train.models import HFViTClassifier, ModelLoadError, StackedAutoencoder, ViTConfig, VisionTransformer, build_model
+from brisc.train.models import HFViTClassifier, StackedAutoencoder, ViTConfig, VisionTransformer, build_model
 from brisc.train.models.sae import SAEConfig
 from brisc.train.models.vit import load_hf_vit_state
 

@@ -121,7 +121,9 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             write_sidecar(qpath, {**meta, "quantization": {"type": "dynamic int8 (weight MatMul/Gemm only)", **q}})
             written.append(qpath)
             log(f"[{kind}] {qpath} ({qpath.stat().st_size / 1e6:.1f} MB): top-1 agreement with fp32 "
-                f"{q['top1_agreement']:.3f}, {q['map']} correlation {q['map_correlation']:.3f} on {q['images']} images")
+                f"{q['top1_agreement']:.3f}, heatmap correlation {q['heatmap_correlation']:.3f}"
+                + (f", rollout correlation {q['rollout_correlation']:.3f}" if "rollout_correlation" in q else "")
+                + f" on {q['images']} images")
     return written
 
 

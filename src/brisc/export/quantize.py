@@ -32,12 +32,19 @@ def quantize_int8(fp32: Path, out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean per-image Pearson correlation of two stacks of maps (identical flat maps count as 1)."""
+    x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
+    return float(np.mean([np.corrcoef(u, v)[0, 1] if u.std() > 0 and v.std() > 0 else float(np.allclose(u, v))
+                          for u, v in zip(x, y)]))
+
+
 def agreement(fp32: Path, int8: Path, images: np.ndarray) -> dict:
-    """Top-1 agreement with the fp32 graph and the correlation of the heatmaps (rollout for ViTs)."""
+    """Top-1 agreement with the fp32 graph and the correlation of its maps (heatmap; rollout for ViTs)."""
     a, b = ort_runner(fp32)(images), ort_runner(int8)(images)
-    key = "rollout" if "rollout" in a else "heatmap"
-    x, y = a[key].reshape(len(images), -1), b[key].reshape(len(images), -1)
-    corr = [float(np.corrcoef(u, v)[0, 1]) if u.std() > 0 and v.std() > 0 else float(np.allclose(u, v)) for u, v in zip(x, y)]
-    return {"images": int(len(images)), "top1_agreement": float((a["logits"].argmax(1) == b["logits"].argmax(1)).mean()),
-            "map": key, "map_correlation": float(np.mean(corr)),
-            "logits_max_abs_diff": float(np.abs(a["logits"] - b["logits"]).max())}
+    out = {"images": int(len(images)), "top1_agreement": float((a["logits"].argmax(1) == b["logits"].argmax(1)).mean()),
+           "heatmap_correlation": _correlation(a["heatmap"], b["heatmap"]),
+           "logits_max_abs_diff": float(np.abs(a["logits"] - b["logits"]).max())}
+    if "rollout" in a:
+        out["rollout_correlation"] = _correlation(a["rollout"], b["rollout"])
+    return out

@@ -1,20 +1,72 @@
 """Ship an exported model as brisc-infer's default (package data, at most 25 MB).
 
-    python -m brisc.export.ship artifacts/export/brisc-cpu/vit.int8.onnx
+    python -m brisc.export.ship artifacts/export/brisc-cpu/vit.int8.onnx --run artifacts/runs/brisc-cpu
+
+Before it is copied, an INT8 graph is checked on the run's whole validation split against its fp32
+graph (top-1 agreement, heatmap correlation) and timed against PyTorch and the fp32 graph at batch 32;
+those numbers go into the shipped sidecar beside the validation metrics.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
-import sys
+import statistics
+import time
 from pathlib import Path
+
+import numpy as np
 
 from brisc.sidecar import read_sidecar, write_sidecar
 
 MAX_BYTES = 25 * 1024 * 1024
 
 
-def ship_default(model: Path, dest_dir: Path | None = None) -> Path:
+def _median_seconds(fn, repeats: int = 5) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
+    """Agreement with fp32 on every validation image, and img/s of PyTorch eager, ORT fp32 and ORT INT8."""
+    import onnxruntime as ort
+    import torch
+
+    from brisc.export.loading import load_trained
+    from brisc.export.quantize import agreement
+    from brisc.export.wrapper import ExportWrapper
+    from brisc.imageio import load
+
+    val = json.loads((run / "split.json").read_text())["val"]
+    images = np.stack([load(p) for p in val])
+    parts = [agreement(fp32, int8, images[i:i + 64]) for i in range(0, len(images), 64)]
+    n = len(images)
+    agree = {k: sum(p[k] * p["images"] for p in parts) / n for k in ("top1_agreement", "heatmap_correlation")}
+    kind = read_sidecar(fp32)["model_kind"]
+    tm = load_trained(run, kind)
+    wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"])
+    x = images[:batch]
+    s32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    s8 = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+
+    def eager():
+        with torch.no_grad():
+            wrapper(torch.from_numpy(x))
+
+    t_pt = _median_seconds(eager)
+    t32 = _median_seconds(lambda: s32.run(None, {"pixel_values": x}))
+    t8 = _median_seconds(lambda: s8.run(None, {"pixel_values": x}))
+    return {"images": n, **agree, "batch": batch, "pytorch_fp32_img_s": batch / t_pt, "ort_fp32_img_s": batch / t32,
+            "ort_int8_img_s": batch / t8, "int8_speedup_vs_pytorch": t_pt / t8, "int8_speedup_vs_ort_fp32": t32 / t8}
+
+
+def ship_default(model: Path, *, report: dict | None = None, dest_dir: Path | None = None) -> Path:
     from brisc.inference.session import DEFAULT_MODEL
 
     meta = read_sidecar(model)  # only a verified model is shipped
@@ -25,11 +77,26 @@ def ship_default(model: Path, dest_dir: Path | None = None) -> Path:
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(model, tmp)
     tmp.replace(dest)
-    write_sidecar(dest, {k: v for k, v in meta.items() if k not in ("format_version", "model_file", "model_sha256")}
-                  | {"shipped_from": model.name})
+    meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_file", "model_sha256")}
+    if report:
+        meta["quantization"] = {**meta.get("quantization", {}), **report}
+    write_sidecar(dest, meta | {"shipped_from": model.name})
     return dest
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--run", type=Path, help="the brisc-train run it came from (checks an INT8 graph on its validation split)")
+    a = ap.parse_args()
+    report = None
+    if a.run and a.model.name.endswith(".int8.onnx"):
+        report = int8_report(a.model, a.model.with_name(a.model.name.replace(".int8.onnx", ".onnx")), a.run)
+        print(json.dumps(report, indent=2))
+        if report["top1_agreement"] < 0.995:
+            raise SystemExit(f"{a.model}: top-1 agreement with fp32 {report['top1_agreement']:.4f} < 0.995: ship the fp32 graph")
+    print(f"shipped {a.model} as {ship_default(a.model, report=report)}")
+
+
 if __name__ == "__main__":
-    out = ship_default(Path(sys.argv[1]))
-    print(f"shipped {sys.argv[1]} as {out}")
+    main()

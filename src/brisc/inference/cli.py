@@ -17,8 +17,9 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
 @click.option("--heatmaps", is_flag=True, help="Write heatmaps/<path>.png (overlay), .panel.png, .npy and index.html.")
 @click.option("--explain", type=click.Choice(["auto", "rollout", "cls", "occlusion"]), default="auto", show_default=True,
-              help="auto: the model's own map (rollout for ViTs, saliency for the SAE); cls: last-layer [CLS] "
-                   "attention; occlusion: grey-patch probability drop (any model, 196 passes per scan).")
+              help="auto: the model's recommended `heatmap` output (named in its sidecar: rollout or an early "
+                   "layer's [CLS] attention for ViTs, saliency for the SAE); rollout: plain attention rollout; cls: "
+                   "last-layer [CLS] attention; occlusion: grey-patch probability drop (any model, 196 passes per scan).")
 @click.option("--masks", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of tumour masks (same stem, .png): score each map (pointing game, energy in mask).")
 @click.option("--batch-size", type=int, default=32, show_default=True)

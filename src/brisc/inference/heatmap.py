@@ -37,24 +37,29 @@ def colorize(m: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     return colormap_lut(cmap)[idx]
 
 
+def colorize_image(m: np.ndarray, size: tuple[int, int], cmap: str = "viridis") -> Image.Image:
+    """A [g, g] map in [0, 1] upsampled bilinearly to ``size`` (w, h) and coloured, as an RGB image (all in Pillow's C)."""
+    up = Image.fromarray(np.asarray(m, np.float32) * np.float32(255), "F").resize(size, Image.Resampling.BILINEAR)
+    idx = Image.frombytes("P", size, up.convert("L").tobytes())  # F -> L clips to 0..255: the LUT index
+    idx.putpalette(colormap_lut(cmap).tobytes())
+    return idx.convert("RGB")
+
+
 def overlay(scan: Image.Image, m: np.ndarray, *, cmap: str = "viridis", alpha: float = 0.4) -> Image.Image:
-    """The scan (any size) with the map upsampled bilinearly and blended on top."""
-    rgb = np.asarray(scan.convert("RGB"), np.float32)
-    up = np.clip(resize_map(m, rgb.shape[:2]), 0, 1)
-    blend = (1 - alpha) * rgb + alpha * colorize(up, cmap).astype(np.float32)
-    return Image.fromarray(blend.round().astype(np.uint8), "RGB")
+    """The scan (any size) with the map upsampled bilinearly and blended on top: (1 - alpha) scan + alpha colour."""
+    rgb = scan.convert("RGB")
+    return Image.blend(rgb, colorize_image(m, rgb.size, cmap), alpha)
 
 
-def panel(scan: Image.Image, m: np.ndarray, *, label: str, probability: float, method: str,
-          cmap: str = "viridis", alpha: float = 0.4, side: int = 384) -> Image.Image:
-    """Scan | overlay side by side, with the predicted class, its probability and a colour bar."""
+def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float, method: str,
+          cmap: str = "viridis", side: int = 384) -> Image.Image:
+    """Scan | overlay (already rendered) side by side, with the predicted class, its probability and a colour bar."""
     s = scan.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
-    ov = overlay(s, m, cmap=cmap, alpha=alpha)
     bar_w, pad, head = 18, 10, 40
     W, H = 2 * side + 3 * pad + bar_w + 36, side + head + pad
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     canvas.paste(s, (pad, head))
-    canvas.paste(ov, (2 * pad + side, head))
+    canvas.paste(ov.resize((side, side), Image.Resampling.BILINEAR), (2 * pad + side, head))
     bar = colorize(np.linspace(1, 0, side)[:, None].repeat(bar_w, 1), cmap)
     canvas.paste(Image.fromarray(bar, "RGB"), (3 * pad + 2 * side, head))
     d = ImageDraw.Draw(canvas)

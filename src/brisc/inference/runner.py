@@ -178,8 +178,8 @@ def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
     if not opts.heatmaps and opts.masks is None:
         return None
     m = opts.explain
-    if m == "auto":  # the graph's recommended map
-        return "rollout" if "rollout" in sess.output_names else "saliency"
+    if m == "auto":  # the graph's recommended map, as its sidecar names it (e.g. rollout, cls:layer=2, saliency)
+        return sess.meta.get("heatmap") or ("rollout" if "rollout" in sess.output_names else "saliency")
     need = {"rollout": "rollout", "cls": "attentions"}.get(m)
     if need and need not in sess.output_names:
         raise InferenceError(f"--explain {m} needs the '{need}' output, which {sess.name} "
@@ -276,6 +276,23 @@ def prefetch(items: list[Item], fn, *, workers: int, depth: int):
                 queue.append(pool.submit(fn, nxt))
 
 
+def _render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions"):
+    """Write the overlay, panel and raw map of one scan; sets row['heatmap']. -> None or (path, error)."""
+    suffix = "" if it.frame is None else f".frame{it.frame:04d}"
+    try:
+        png = output_path(out, "heatmaps", it.rel, suffix + ".png")
+        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)
+        _atomic_save(ov, png, compress_level=1)
+        _atomic_save(panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
+                           cmap=opts.cmap), output_path(out, "heatmaps", it.rel, suffix + ".panel.png"), compress_level=1)
+        _atomic_npy(np.asarray(m, np.float32), output_path(out, "heatmaps", it.rel, suffix + ".npy"))
+        row["heatmap"] = png.relative_to(out).as_posix()
+        return None
+    except (OSError, ValueError) as e:
+        row["heatmap"] = None
+        return (it.key, f"heatmap not written ({e})")
+
+
 def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = True, log=print) -> dict:
     """Classify every item; returns summary.json's content (also written)."""
     out = opts.out
@@ -300,6 +317,19 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
 
     bar = tqdm(total=len(todo), disable=not progress, unit="img", desc="brisc-infer")
     batch: list[Decoded] = []
+    # Heatmaps are drawn and PNG-encoded on their own threads (zlib releases the GIL) while the next batch
+    # runs; a batch's rows are written once its heatmaps are on disk.
+    render_pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
+    pending: list[tuple[list[dict], list]] = []
+
+    def finish_pending() -> None:
+        while pending:
+            rows, renders = pending.pop(0)
+            for f in renders:
+                error = f.result()
+                if error:
+                    writer.error(*error)
+            writer.add(rows)
 
     def flush_batch() -> None:
         nonlocal model_seconds, n_new
@@ -312,14 +342,16 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
         probs = res["probabilities"]
         pred = probs.argmax(1)
         maps = None
-        if method in ("rollout", "saliency"):
-            maps = res["heatmap"]  # the graph's recommended map: rollout (ViTs) or saliency (SAE)
+        if opts.explain == "auto":
+            maps = res["heatmap"]  # the graph's recommended map
+        elif method == "rollout":
+            maps = res["rollout"]
         elif method == "cls":
             maps = cls_map(res["attentions"]).astype(np.float32)  # last layer, mean over heads
         elif method == "occlusion":
             maps = occlusion_maps(lambda b: sess.run(b, ["probabilities"])["probabilities"], x, pred, probs,
                                   batch_size=opts.batch_size)
-        rows = []
+        rows, renders = [], []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for k, d in enumerate(batch):
             it = d.item
@@ -339,19 +371,11 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
                     row["energy_in_mask"] = energy_in_mask(up, mask)
                     row["mask_area"] = float(mask.mean())
             if maps is not None and opts.heatmaps:
-                suffix = "" if it.frame is None else f".frame{it.frame:04d}"
-                try:
-                    png = output_path(out, "heatmaps", it.rel, suffix + ".png")
-                    _atomic_save(overlay(d.display, maps[k], cmap=opts.cmap, alpha=opts.alpha), png, compress_level=1)
-                    _atomic_save(panel(d.display, maps[k], label=row["predicted"], probability=row["probability"],
-                                       method=method, cmap=opts.cmap, alpha=opts.alpha),
-                                 output_path(out, "heatmaps", it.rel, suffix + ".panel.png"), compress_level=1)
-                    _atomic_npy(maps[k].astype(np.float32), output_path(out, "heatmaps", it.rel, suffix + ".npy"))
-                    row["heatmap"] = png.relative_to(out).as_posix()
-                except (OSError, ValueError) as e:
-                    writer.error(it.rel, f"heatmap not written ({e})")
+                row["heatmap"] = "pending"
+                renders.append(render_pool.submit(_render, out, it, d.display, maps[k], row, method, opts))
             rows.append(row)
-        writer.add(rows)
+        finish_pending()  # the previous batch's heatmaps were drawn while this batch decoded and ran
+        pending.append((rows, renders))
         n_new += len(rows)
         bar.update(len(batch))
         batch.clear()
@@ -368,7 +392,9 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
             if len(batch) >= opts.batch_size:
                 flush_batch()
         flush_batch()
+        finish_pending()
     finally:
+        render_pool.shutdown(wait=True)
         bar.close()
         writer.close()
     elapsed = time.perf_counter() - t0

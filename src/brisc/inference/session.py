@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +101,3 @@ def open_session(model: str | os.PathLike | None, *, device: str = "auto", threa
         raise InferenceError("--device cuda: the CUDA provider failed to initialise (check the CUDA/cuDNN install)")
     return ModelSession(path=path, meta=meta, session=sess, output_names=[o.name for o in sess.get_outputs()],
                         provider=used[0])
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr)

@@ -1,0 +1,66 @@
+"""Explanation quality of exported models on the validation tumour masks, through brisc-infer itself.
+
+    python scripts/explain_eval.py --run artifacts/runs/brisc-cpu --export artifacts/export/brisc-cpu \
+        [--occlusion-limit 100] [--examples docs/img]
+
+For every exported model (fp32 graphs) and every method it supports (its own heatmap, [CLS] attention for
+the ViTs, occlusion for all), runs ``run_inference`` with ``--masks`` on the run's validation tumour images
+and prints pointing game and energy in mask next to the mask area (what a uniform map's energy is).
+With --examples, copies two hits and two misses of the first model's own map as panel PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from brisc.data import discover
+from brisc.inference.runner import InferOptions, run_inference
+from brisc.inference.session import open_session
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--export", type=Path, required=True)
+    ap.add_argument("--models", default="vit,sae")
+    ap.add_argument("--occlusion-limit", type=int, default=100, help="occlusion costs 196 passes an image")
+    ap.add_argument("--examples", type=Path, default=None)
+    a = ap.parse_args()
+
+    val = set(json.loads((a.run / "split.json").read_text())["val"])
+    data = json.loads((a.run / a.models.split(",")[0] / "config.json").read_text())["data"]
+    samples = sorted((s for s in discover(data).samples if s.path in val and s.mask), key=lambda s: s.path)
+    masks = Path(samples[0].mask).parent
+    rows = ["| model | method | images | pointing game | energy in mask | mask area |", "|---|---|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in a.models.split(","):
+            sess = open_session(a.export / f"{kind}.onnx")
+            methods = ["auto"] + (["cls"] if "attentions" in sess.output_names else []) + ["occlusion"]
+            for method in methods:
+                chosen = samples[: a.occlusion_limit] if method == "occlusion" else samples
+                out = Path(tmp) / f"{kind}-{method}"
+                heat = a.examples is not None and kind == a.models.split(",")[0] and method == "auto"
+                s = run_inference(InferOptions(inputs=tuple(s.path for s in chosen), out=out, masks=masks,
+                                               explain=method, heatmaps=heat), sess, progress=False)
+                m = s["masks"]
+                name = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])["explain"]
+                rows.append(f"| {kind} | {name} | {m['n']} | {m['pointing_game']:.3f} | {m['energy_in_mask']:.3f} | "
+                            f"{m['mask_area_fraction']:.3f} |")
+                if heat:
+                    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+                    hits = [p for p in preds if p["pointing_hit"] and p["correct"]][:2]
+                    misses = [p for p in preds if p["pointing_hit"] is False][:2]
+                    a.examples.mkdir(parents=True, exist_ok=True)
+                    for tag, group in (("hit", hits), ("miss", misses)):
+                        for p in group:
+                            src = out / (p["heatmap"][: -len(".png")] + ".panel.png")
+                            shutil.copyfile(src, a.examples / f"{kind}_{tag}_{Path(p['path']).stem}.png")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
