@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 
-
-def median_time(fn, *, repeats: int = 5, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+from brisc.timing import median_seconds as median_time  # noqa: F401 - the benchmarks' name for it
 
 
 def machine() -> str:

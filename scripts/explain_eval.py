@@ -56,9 +56,10 @@ def main() -> None:
                     misses = [p for p in preds if p["pointing_hit"] is False][:2]
                     a.examples.mkdir(parents=True, exist_ok=True)
                     for tag, group in (("hit", hits), ("miss", misses)):
-                        for p in group:
+                        for n, p in enumerate(group, 1):  # numbered: BRISC file names stay out of the repository
                             src = out / (p["heatmap"][: -len(".png")] + ".panel.png")
-                            shutil.copyfile(src, a.examples / f"{kind}_{tag}_{Path(p['path']).stem}.png")
+                            shutil.copyfile(src, a.examples / f"{kind}_{tag}_{n}.png")
+                            print(f"{kind}_{tag}_{n}.png <- {p['path']}")
     print("\n".join(rows))
 
 

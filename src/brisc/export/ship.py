@@ -12,25 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from brisc.sidecar import read_sidecar, write_sidecar
+from brisc.timing import median_seconds
 
 MAX_BYTES = 25 * 1024 * 1024
-
-
-def _median_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
@@ -56,9 +45,9 @@ def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
 
     s32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     s8 = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-    t_pt = _median_seconds(eager)  # first: onnxruntime's spinning worker threads would slow PyTorch down
-    t32 = _median_seconds(lambda: s32.run(None, {"pixel_values": x}))
-    t8 = _median_seconds(lambda: s8.run(None, {"pixel_values": x}))
+    t_pt = median_seconds(eager)  # first: onnxruntime's spinning worker threads would slow PyTorch down
+    t32 = median_seconds(lambda: s32.run(None, {"pixel_values": x}))
+    t8 = median_seconds(lambda: s8.run(None, {"pixel_values": x}))
     parts = [agreement(fp32, int8, images[i:i + 64]) for i in range(0, len(images), 64)]
     n = len(images)
     agree = {k: sum(p[k] * p["images"] for p in parts) / n for k in ("top1_agreement", "heatmap_correlation")}

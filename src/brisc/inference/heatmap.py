@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from brisc.maps import minmax, resize_map
+from brisc.maps import minmax
 
 # Anchor colours sampled from matplotlib's perceptually uniform maps (9 evenly spaced stops);
 # linear interpolation between them is visually indistinguishable from the full 256-entry tables.
