@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from brisc.fsio import write_json_atomic
 from brisc.imageio import PREPROCESSING_VERSION, Preprocessing
 
 FORMAT_VERSION = 1
@@ -36,9 +37,7 @@ def write_sidecar(model_path: str | os.PathLike, meta: dict) -> Path:
     path = sidecar_path(model_path)
     meta = {"format_version": FORMAT_VERSION, **meta, "model_file": Path(model_path).name,
             "model_sha256": sha256_file(model_path)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, meta)
     return path
 
 

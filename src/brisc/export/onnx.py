@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from brisc.export.wrapper import ExportWrapper
+from brisc.fsio import tmp_path
 
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter starts at 18; onnxruntime runs up to 23
 # Self-check tolerances (max abs diff, ORT vs PyTorch).
@@ -26,10 +27,6 @@ TOLERANCE = {"logits": 1e-4, "probabilities": 1e-4, "heatmap": 1e-5, "attentions
 
 class ExportCheckError(Exception):
     """The written graph does not agree with PyTorch: it was deleted."""
-
-
-def tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
 def torch_outputs(wrapper: ExportWrapper, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brisc.export.onnx import ort_runner, tmp_path
+from brisc.export.onnx import ort_runner
+from brisc.fsio import tmp_path
 
 
 def quantize_int8(fp32: Path, out: Path) -> None:

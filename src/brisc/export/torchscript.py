@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brisc.export.onnx import check_against_torch, tmp_path
+from brisc.export.onnx import check_against_torch
+from brisc.fsio import tmp_path
 from brisc.export.wrapper import ExportWrapper
 
 

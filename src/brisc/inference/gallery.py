@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 from urllib.parse import quote
+
+from brisc.fsio import write_text_atomic
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>brisc-infer gallery</title>
@@ -57,7 +58,5 @@ def write_gallery(out: Path, rows: list[dict], meta: dict) -> Path:
                         method=html.escape(str(rows[0].get("explain")) if rows else ""),
                         acc="unknown" if acc is None else f"{acc:.3f}", rows="\n".join(items))
     path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

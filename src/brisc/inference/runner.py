@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brisc.data import canonical_class, parse_brisc_name, load_mask
+from brisc.data import canonical_class, load_mask, parse_brisc_name
+from brisc.fsio import tmp_path, write_json_atomic
 from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
 from brisc.inference.heatmap import occlusion_maps, overlay, panel
 from brisc.inference.session import InferenceError, ModelSession
@@ -131,14 +132,14 @@ def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:
 
 def _atomic_save(img, path: Path, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_path(path)
     img.save(tmp, format="PNG", **kw)
     os.replace(tmp, path)
 
 
 def _atomic_npy(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_path(path)
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, path)
@@ -401,9 +402,7 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
     rows = list(writer.done.values())
     summary = summarise(rows, sess=sess, failures=failures, skipped=col.skipped_non_images, new=n_new,
                         elapsed=elapsed, model_seconds=model_seconds)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     if opts.heatmaps:
         from brisc.inference.gallery import write_gallery
 

@@ -5,23 +5,14 @@ Every file is written under a temporary name and renamed, so a kill never leaves
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+from brisc.fsio import tmp_path as _tmp, write_json_atomic as write_json  # noqa: F401 - ckpt.write_json
+from brisc.sidecar import sha256_file  # noqa: F401 - re-exported for the run folder's users
 
 
 def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
@@ -35,13 +26,6 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
-def weights_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
 def save_state(path: Path, state: dict) -> None:
     """Optimizer/scheduler/progress: tensors and plain types only, so ``torch.load(weights_only=True)`` reads it."""
     tmp = _tmp(path)
@@ -52,10 +36,3 @@ def save_state(path: Path, state: dict) -> None:
 def load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -30,7 +30,7 @@ from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, fit_temperature
 from brisc.train import checkpoint as ckpt
 from brisc.train.dataset import AugmentConfig, ScanDataset, eval_transform, train_transform
-from brisc.train.distributed import DistEnv
+from brisc.train.distributed import DistEnv, barrier
 from brisc.train.explain import explanation_maps, score_maps, summarise
 from brisc.train.models import model_config_dict
 from brisc.train.tracking import Tracker
@@ -274,8 +274,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
                 f"val acc {m['accuracy']:.3f}  val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
                 f"{tr['img_s']:.0f} img/s  {tr['seconds']:.1f} s")
-        if env.distributed:
-            dist.barrier()
+        barrier(env)
 
     # Final evaluation of the best checkpoint (all ranks load the same file).
     ckpt.load_weights(best_path, model)

@@ -11,6 +11,7 @@ import torch
 from brisc import CLASSES
 from brisc.data import Sample, load_mask
 from brisc.maps import resize_map
+from brisc.fsio import write_text_atomic
 from brisc.train.checkpoint import write_json
 
 NAMES = {"vit": "home-made ViT", "hf_vit": "HF ViT (fine-tuned)", "sae": "stacked autoencoders"}
@@ -154,9 +155,7 @@ def plot_attention(model: torch.nn.Module, samples: list[Sample], path: Path, *,
 def write_report(out: Path, results: dict[str, dict], run_info: dict) -> dict:
     comp = comparison(results, run_info)
     write_json(out / "comparison.json", comp)
-    tmp = out / ".comparison.md.tmp"
-    tmp.write_text(markdown(comp))
-    tmp.replace(out / "comparison.md")
+    write_text_atomic(out / "comparison.md", markdown(comp))
     plot_curves(results, out / "curves.png")
     plot_confusions(results, out / "confusion.png")
     return comp
