@@ -105,6 +105,10 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     ("unreachable hub", ["--models", "hf_vit", "--hf-model", "nobody/no-such-vit"], {"HF_HUB_OFFLINE": "1"},
      "pass the local directory with --hf-model DIR"),
     ("no cuda", ["--models", "vit", "--device", "cuda"], {"CUDA_VISIBLE_DEVICES": ""}, "no CUDA device"),
+    ("unknown field", ["--models", "vit", "--set", "vit.dept=2"], {}, "no field 'dept' for vit (choose from"),
+    ("bad value", ["--models", "vit", "--set", "vit.augment.scale=0.9"], {}, "expected 2 comma-separated numbers"),
+    ("model not trained", ["--models", "vit", "--set", "sae.dropout=0"], {}, "'sae' is not one of --models"),
+    ("impossible architecture", ["--models", "vit", "--set", "vit.heads=3"], {}, "vit: dim 32 is not divisible by heads 3"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(synth_root, tmp_path, case, args, env, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -116,3 +120,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(synth_root, tmp_path, c
     assert message in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0
     assert not out.exists()
+
+
+def test_set_changes_the_recipe_and_resume_refuses_other_settings(resume_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "1", "--wandb", "disabled",
+            "--out", out]
+    run_cli("brisc.train.cli", *args, "--set", "vit.depth=1", "--set", "vit.augment.scale=0.8,1.2")
+    cfg = json.loads((out / "vit" / "config.json").read_text())
+    assert cfg["model"]["depth"] == 1 and cfg["train"]["augment"]["scale"] == [0.8, 1.2]
+    assert len([k for k in _weights(out / "vit") if k.endswith("attn.qkv.weight")]) == 1
+
+    (out / "vit" / "metrics.json").unlink()  # as if killed before the end: --resume goes back into training
+    r = run_cli("brisc.train.cli", *args, "--set", "vit.depth=2", "--set", "vit.augment.scale=0.8,1.2", "--resume",
+                check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "other settings (model.depth)" in r.stderr and "state.pt" in r.stderr

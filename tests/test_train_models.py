@@ -103,3 +103,24 @@ def test_sae_saliency_equals_autograd_gradient_times_input(x):
         sal = m.saliency(x, m(x).logits)
     assert sal.shape == (2, 14, 14)
     assert torch.allclose(sal.flatten(1), ref, atol=1e-5)
+
+
+def test_overrides_parse_by_declared_type_and_leave_the_preset_alone():
+    from brisc.train.engine import TRAIN_PRESETS
+    from brisc.train.models import preset_config
+    from brisc.train.overrides import apply_overrides, parse_item
+
+    vit, train = preset_config("vit", "cpu"), TRAIN_PRESETS["cpu"]["vit"]
+    before = (vit.depth, train.augment.rotation)
+    items = [parse_item(i) for i in ("vit.depth=8", "vit.drop_path=0", "vit.augment.rotation=7.5",
+                                     "vit.augment.scale=0.8, 1.2", "vit.bf16=false", "sae.hidden=512,64")]
+    m, t = apply_overrides("vit", vit, train, items)
+    assert (m.depth, m.drop_path, m.dim) == (8, 0.0, vit.dim)
+    assert (t.augment.rotation, t.augment.scale, t.bf16, t.lr) == (7.5, (0.8, 1.2), False, train.lr)
+    assert isinstance(m.depth, int) and isinstance(t.augment.rotation, float)
+    assert (preset_config("vit", "cpu").depth, TRAIN_PRESETS["cpu"]["vit"].augment.rotation) == before != (8, 7.5)
+    s, _ = apply_overrides("sae", preset_config("sae", "cpu"), TRAIN_PRESETS["cpu"]["sae"], items)
+    assert s.hidden == (512, 64)  # tuple[int, ...]: any length
+    m2, _ = apply_overrides("vit", vit, train, [parse_item("vit.depth=8"), parse_item("vit.depth=3")])
+    assert m2.depth == 3  # in order: a later item wins (scripts/vit_sweep.sh relies on it)
+    assert apply_overrides("hf_vit", None, TRAIN_PRESETS["cpu"]["hf_vit"], [parse_item("hf_vit.lr=1e-5")])[1].lr == 1e-5

@@ -4,7 +4,8 @@
 
 Before it is copied, an INT8 graph is checked on the run's whole validation split against its fp32
 graph (top-1 agreement, heatmap correlation) and timed against PyTorch and the fp32 graph at batch 32;
-those numbers go into the shipped sidecar beside the validation metrics.
+those numbers go into the shipped sidecar beside the validation metrics. An INT8 graph that disagrees with
+fp32 on more than 0.5% of the images is not shipped: its fp32 graph is, with the INT8 numbers and the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from brisc.sidecar import read_sidecar, write_sidecar
 from brisc.timing import median_seconds
 
 MAX_BYTES = 25 * 1024 * 1024
+MIN_AGREEMENT = 0.995  # INT8 top-1 agreement with fp32 on the validation split, below which fp32 is shipped
 
 
 def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
@@ -79,13 +81,17 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--run", type=Path, help="the brisc-train run it came from (checks an INT8 graph on its validation split)")
     a = ap.parse_args()
-    report = None
-    if a.run and a.model.name.endswith(".int8.onnx"):
-        report = int8_report(a.model, a.model.with_name(a.model.name.replace(".int8.onnx", ".onnx")), a.run)
+    model, report = a.model, None
+    if a.run and model.name.endswith(".int8.onnx"):
+        fp32 = model.with_name(model.name.replace(".int8.onnx", ".onnx"))
+        report = int8_report(model, fp32, a.run)
         print(json.dumps(report, indent=2))
-        if report["top1_agreement"] < 0.995:
-            raise SystemExit(f"{a.model}: top-1 agreement with fp32 {report['top1_agreement']:.4f} < 0.995: ship the fp32 graph")
-    print(f"shipped {a.model} as {ship_default(a.model, report=report)}")
+        if report["top1_agreement"] < MIN_AGREEMENT:  # the INT8 numbers stay in the sidecar, beside the reason
+            print(f"{model}: top-1 agreement with fp32 {report['top1_agreement']:.4f} < {MIN_AGREEMENT}: "
+                  f"shipping the fp32 graph {fp32.name} instead")
+            model = fp32
+        report["shipped"] = "int8" if model is a.model else "fp32"
+    print(f"shipped {model} as {ship_default(model, report=report)}")
 
 
 if __name__ == "__main__":

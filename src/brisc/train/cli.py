@@ -39,6 +39,7 @@ class RunOptions:
     val_fraction: float = 0.1
     workers: int | None = None
     bf16: bool | None = None
+    overrides: tuple[str, ...] = ()  # "vit.depth=8", "vit.augment.rotation=5": see brisc.train.overrides
 
 
 def run_training(opts: RunOptions, log=print) -> dict:
@@ -47,8 +48,9 @@ def run_training(opts: RunOptions, log=print) -> dict:
 
     from brisc.train import checkpoint as ckpt
     from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
-    from brisc.train.engine import TRAIN_PRESETS, fit
-    from brisc.train.models import ModelLoadError, build_model
+    from brisc.train.engine import TRAIN_PRESETS, ResumeError, fit
+    from brisc.train.models import ModelLoadError, build_model, preset_config
+    from brisc.train.overrides import OverrideError, apply_overrides, parse_item
     from brisc.train.report import plot_attention, write_report
     from brisc.train.tracking import make_tracker
 
@@ -71,13 +73,32 @@ def run_training(opts: RunOptions, log=print) -> dict:
         raise UsageError(f"{opts.out} already holds a run of {', '.join(existing)}: pass --resume to continue it, "
                          "or choose a new --out")
 
+    try:
+        items = [parse_item(i) for i in opts.overrides]
+        stray = [f"{k}.{p}" for k, p, _ in items if k not in opts.models]
+        if stray:
+            raise OverrideError(f"--set {stray[0]}: '{stray[0].split('.')[0]}' is not one of --models ({','.join(opts.models)})")
+        configs = {}
+        for kind in opts.models:
+            cfg = TRAIN_PRESETS[opts.preset][kind]
+            cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
+                                                    ("lr", opts.lr), ("num_workers", opts.workers), ("bf16", opts.bf16))
+                                  if v is not None})
+            if env.device.type == "cuda" and opts.bf16 is None:
+                cfg = replace(cfg, bf16=True)
+            configs[kind] = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
+    except OverrideError as e:
+        raise UsageError(str(e)) from None
+
     torch.manual_seed(opts.seed)
     models = {}
     for kind in opts.models:  # build all first: an unreachable hub id fails before anything is written
         try:
-            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model)
+            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model, config=configs[kind][0])
         except ModelLoadError as e:
             raise UsageError(str(e)) from None
+        except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
+            raise UsageError(f"{kind}: {e}") from None
 
     run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
                 "val_fraction": opts.val_fraction, "train_images": len(splits.train), "val_images": len(splits.val),
@@ -94,12 +115,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
     results = {}
     try:
         for kind, model in models.items():
-            cfg = TRAIN_PRESETS[opts.preset][kind]
-            cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
-                                                    ("lr", opts.lr), ("num_workers", opts.workers), ("bf16", opts.bf16))
-                                  if v is not None})
-            if env.device.type == "cuda" and opts.bf16 is None:
-                cfg = replace(cfg, bf16=True)
+            cfg = configs[kind][1]
             out_dir = opts.out / kind
             done = out_dir / "metrics.json"
             if opts.resume and done.exists() and json.loads(done.read_text()).get("complete"):
@@ -109,8 +125,11 @@ def run_training(opts: RunOptions, log=print) -> dict:
             log(f"[{kind}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
                 f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16}, device {env.device}"
                 + (f", {env.world_size} processes" if env.distributed else ""))
-            res = fit(model, kind, splits, out_dir, cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
-                      tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
+            try:
+                res = fit(model, kind, splits, out_dir, cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
+                          tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
+            except ResumeError as e:
+                raise UsageError(str(e)) from None
             results[kind] = res.metrics
             if env.is_main:
                 img = plot_attention(res.model, splits.val, opts.out / f"attention_{kind}.png", device=env.device)
@@ -139,7 +158,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--models", default="vit,sae", show_default=True, help="Comma-separated: vit, hf_vit, sae.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder, e.g. artifacts/runs/NAME.")
 @click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True,
-              help="Model sizes and recipes: tiny (tests), cpu (2 cores, < 1 h), gpu (ViT-S).")
+              help="Model sizes and recipes: tiny (tests), cpu (2 cores, ~1 h a model), gpu (ViT-S).")
 @click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the preset's batch size (per process).")
 @click.option("--lr", type=float, default=None, help="Override the preset's peak learning rate.")
@@ -153,15 +172,18 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: preset; always on CUDA].")
+@click.option("--set", "overrides", multiple=True, metavar="MODEL.KEY=VALUE",
+              help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
+                   "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")
 def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
-         val_fraction, workers, bf16) -> None:
+         val_fraction, workers, bf16, overrides) -> None:
     """Train and compare brisc's models on BRISC 2025; writes checkpoints, comparison.md/json and figures to --out.
 
     Research use only: not a medical device."""
     opts = RunOptions(data=data or default_data_root(), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                       preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction,
-                      workers=workers, bf16=bf16)
+                      workers=workers, bf16=bf16, overrides=overrides)
     try:
         run_training(opts)
     except UsageError as e:

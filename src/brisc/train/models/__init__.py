@@ -12,12 +12,18 @@ from brisc.train.models.vit import VIT_PRESETS, ViTConfig, VisionTransformer
 MODEL_KINDS = ("vit", "hf_vit", "sae")
 
 
-def build_model(kind: str, *, preset: str = "cpu", hf_model: str = DEFAULT_HF_MODEL) -> nn.Module:
-    """A fresh model of ``kind`` (the HF ViT from its pretrained weights)."""
+def preset_config(kind: str, preset: str) -> ViTConfig | SAEConfig | None:
+    """The architecture a preset gives ``kind``; None for the HF ViT, whose architecture comes with its weights."""
+    return {"vit": VIT_PRESETS, "sae": SAE_PRESETS}[kind][preset] if kind in ("vit", "sae") else None
+
+
+def build_model(kind: str, *, preset: str = "cpu", hf_model: str = DEFAULT_HF_MODEL,
+                config: ViTConfig | SAEConfig | None = None) -> nn.Module:
+    """A fresh model of ``kind``: ``config`` or the preset's architecture (the HF ViT from its pretrained weights)."""
     if kind == "vit":
-        return VisionTransformer(VIT_PRESETS[preset])
+        return VisionTransformer(config or VIT_PRESETS[preset])
     if kind == "sae":
-        return StackedAutoencoder(SAE_PRESETS[preset])
+        return StackedAutoencoder(config or SAE_PRESETS[preset])
     if kind == "hf_vit":
         return HFViTClassifier.from_pretrained(hf_model)
     raise ModelLoadError(f"unknown model '{kind}' (choose from {', '.join(MODEL_KINDS)})")
@@ -39,4 +45,4 @@ def model_from_config(kind: str, config: dict) -> nn.Module:
 
 
 __all__ = ["ClassifierOutput", "ModelLoadError", "MODEL_KINDS", "build_model", "model_from_config",
-           "model_config_dict", "VisionTransformer", "ViTConfig", "HFViTClassifier", "StackedAutoencoder", "SAEConfig"]
+           "model_config_dict", "preset_config", "VisionTransformer", "ViTConfig", "HFViTClassifier", "StackedAutoencoder", "SAEConfig"]
