@@ -75,9 +75,9 @@ def run_training(opts: RunOptions, log=print) -> dict:
 
     try:
         items = [parse_item(i) for i in opts.overrides]
-        stray = [f"{k}.{p}" for k, p, _ in items if k not in opts.models]
-        if stray:
-            raise OverrideError(f"--set {stray[0]}: '{stray[0].split('.')[0]}' is not one of --models ({','.join(opts.models)})")
+        for kind, path, _ in items:
+            if kind not in opts.models:
+                raise OverrideError(f"--set {kind}.{path}: '{kind}' is not one of --models ({','.join(opts.models)})")
         configs = {}
         for kind in opts.models:
             cfg = TRAIN_PRESETS[opts.preset][kind]
