@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from brisc.export.wrapper import ExportWrapper
-from brisc.fsio import tmp_path
+from brisc.fsio import atomic_path
 
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter starts at 18; onnxruntime runs up to 23
 # Self-check tolerances (max abs diff, ORT vs PyTorch).
@@ -61,8 +60,7 @@ def export_onnx(wrapper: ExportWrapper, path: Path, *, images: np.ndarray, opset
     """Write ``path`` (self-contained, symbolic batch axis), check it and return the check's numbers."""
     import onnx
 
-    tmp = tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         batch = torch.export.Dim("batch", min=1, max=4096)
         example = torch.from_numpy(images[:2])
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
@@ -76,10 +74,7 @@ def export_onnx(wrapper: ExportWrapper, path: Path, *, images: np.ndarray, opset
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         diffs = check_against_torch(ort_runner(tmp), wrapper, images, f"{path.name} (onnxruntime)")
-        os.replace(tmp, path)
-        return {"max_abs_diff": diffs, "images": int(len(images))}
-    finally:
-        tmp.unlink(missing_ok=True)
+    return {"max_abs_diff": diffs, "images": int(len(images))}
 
 
 def metadata_props(meta: dict) -> dict[str, str]:

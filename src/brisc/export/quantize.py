@@ -8,29 +8,26 @@ attention maps survive quantization.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from brisc.export.onnx import ort_runner
-from brisc.fsio import tmp_path
+from brisc.fsio import atomic_path
 
 
 def quantize_int8(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = tmp_path(out)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # ORT's quantizer warns on the float64 rollout tensors it rightly leaves alone
     try:
-        quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         per_channel=True, extra_options={"MatMulConstBOnly": True})
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+                             per_channel=True, extra_options={"MatMulConstBOnly": True})
     finally:
         root.setLevel(level)
-        tmp.unlink(missing_ok=True)
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float:

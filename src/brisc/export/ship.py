@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brisc.fsio import tmp_path
+from brisc.fsio import atomic_path
 from brisc.sidecar import read_sidecar, write_sidecar
 from brisc.timing import median_seconds
 
@@ -66,9 +66,8 @@ def ship_default(model: Path, *, report: dict | None = None, dest_dir: Path | No
         raise ValueError(f"{model}: {model.stat().st_size / 1e6:.1f} MB is over the 25 MB limit for package data")
     dest = (dest_dir / DEFAULT_MODEL.name) if dest_dir else DEFAULT_MODEL
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(dest)
-    shutil.copyfile(model, tmp)
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(model, tmp)
     meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_file", "model_sha256")}
     if report:
         meta["quantization"] = {**meta.get("quantization", {}), **report}

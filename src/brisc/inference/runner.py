@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from brisc.data import canonical_class, load_mask, parse_brisc_name
-from brisc.fsio import tmp_path, write_json_atomic
+from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
 from brisc.inference.heatmap import occlusion_maps, overlay, panel
 from brisc.inference.session import InferenceError, ModelSession
@@ -132,17 +132,14 @@ def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:
 
 def _atomic_save(img, path: Path, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    img.save(tmp, format="PNG", **kw)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", **kw)
 
 
 def _atomic_npy(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
-    os.replace(tmp, path)
 
 
 def ground_truth(item: Item) -> str | None:

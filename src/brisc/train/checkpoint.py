@@ -5,21 +5,19 @@ Every file is written under a temporary name and renamed, so a kill never leaves
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from brisc.fsio import tmp_path as _tmp, write_json_atomic as write_json  # noqa: F401 - ckpt.write_json
+from brisc.fsio import atomic_path, write_json_atomic as write_json  # noqa: F401 - ckpt.write_json
 from brisc.sidecar import sha256_file  # noqa: F401 - re-exported for the run folder's users
 
 
 def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = _tmp(path)
-    save_file(sd, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
@@ -28,9 +26,8 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
 
 def save_state(path: Path, state: dict) -> None:
     """Optimizer/scheduler/progress: tensors and plain types only, so ``torch.load(weights_only=True)`` reads it."""
-    tmp = _tmp(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: Path) -> dict:

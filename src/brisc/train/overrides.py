@@ -69,18 +69,17 @@ def _set(obj: Any, path: str, value: str, name: str) -> Any:
 
 def apply_overrides(kind: str, model_cfg: Any, train_cfg: Any, items: list[tuple[str, str, str]]) -> tuple[Any, Any]:
     """Apply the parsed items for ``kind`` to its model config (if it has one) and its training config."""
+    model_fields = {f.name for f in dataclasses.fields(model_cfg)} if model_cfg is not None else set()
+    train_fields = {f.name for f in dataclasses.fields(train_cfg)}
     for item_kind, path, value in items:
         if item_kind != kind:
             continue
-        name = f"{kind}.{path}"
-        head = path.partition(".")[0]
-        if model_cfg is not None and head in {f.name for f in dataclasses.fields(model_cfg)}:
+        name, head = f"{kind}.{path}", path.partition(".")[0]
+        if head in model_fields:
             model_cfg = _set(model_cfg, path, value, name)
-        elif head in {f.name for f in dataclasses.fields(train_cfg)}:
+        elif head in train_fields:
             train_cfg = _set(train_cfg, path, value, name)
         else:
-            known = {f.name for f in dataclasses.fields(train_cfg)}
-            if model_cfg is not None:
-                known |= {f.name for f in dataclasses.fields(model_cfg)}
-            raise OverrideError(f"--set {name}: no field '{head}' for {kind} (choose from {', '.join(sorted(known))})")
+            known = ", ".join(sorted(model_fields | train_fields))
+            raise OverrideError(f"--set {name}: no field '{head}' for {kind} (choose from {known})")
     return model_cfg, train_cfg
