@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import platform
 
+from brisc.hardware import describe
 from brisc.timing import median_seconds as median_time  # noqa: F401 - the benchmarks' name for it
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    """The CPU with the flags that decide brisc's speed paths (bf16, VNNI), and the Python version."""
+    return f"{describe()}, Python {platform.python_version()}"
 
 
 def table(header: list[str], rows: list[list]) -> str:

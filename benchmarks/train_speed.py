@@ -10,6 +10,7 @@ import argparse
 
 import torch
 
+from brisc.hardware import cpu_native_bf16
 from common import median_time, table
 
 
@@ -47,7 +48,11 @@ def run(preset: str = "cpu", batch: int = 64, repeats: int = 5, device: str = "c
             mlp_ratio=cfg.mlp_ratio, num_classes=4, drop_path_rate=cfg.drop_path).to(dev).train()
         t_ours = median_time(step_fn(ours, x, y, bf16, dev), repeats=repeats)
         t_ref = median_time(step_fn(ref, x, y, bf16, dev), repeats=repeats)
-        rows.append(["bf16 autocast" if bf16 else "fp32", f"{batch / t_ours:.1f}", f"{batch / t_ref:.1f}",
+        label = "fp32"
+        if bf16:
+            native = dev.type == "cuda" or cpu_native_bf16()
+            label = "bf16 autocast" + ("" if native else " (emulated: no AVX-512 BF16/AMX)")
+        rows.append([label, f"{batch / t_ours:.1f}", f"{batch / t_ref:.1f}",
                      f"{t_ref / t_ours:.2f}x"])
     title = f"Training img/s, ViT preset `{preset}` (dim {cfg.dim}, depth {cfg.depth}, heads {cfg.heads}), batch {batch}, {device}"
     return f"### {title}\n\n" + table(["precision", "brisc ViT", "timm ViT", "brisc / timm"], rows) + \

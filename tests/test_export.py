@@ -123,10 +123,13 @@ def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batc
 
 
 def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):
+    # The tiny models sit near chance, so their logits nearly tie and top-1 agreement would hinge on rounding
+    # (and on the CPU's instruction set): the bound is on the logit error relative to the logit spread.
     for kind in KINDS:
         meta = read_sidecar(tiny_export / f"{kind}.int8.onnx")
         q = meta["quantization"]
-        assert q["top1_agreement"] >= 0.99 and q["heatmap_correlation"] >= 0.95, (kind, q)
+        assert "reduce_range" in q["type"] and q["cpu"]
+        assert q["logit_error_ratio"] <= 0.1 and q["heatmap_correlation"] >= 0.95, (kind, q)
         assert kind == "sae" or q["rollout_correlation"] >= 0.95
         g = onnx.load(str(tiny_export / f"{kind}.int8.onnx")).graph
         inits = {i.name for i in g.initializer}

@@ -70,7 +70,7 @@ def test_predictions_on_real_brisc_match_pytorch(tiny_run, tiny_export, real_ima
         ref = torch.softmax(w(x)[0] / w.temperature, -1).numpy()
     classes = ["glioma", "meningioma", "no_tumor", "pituitary"]
     for p, r in zip(real_images, ref):
-        row = rows[p.name]
+        row = rows[f"{p.parent.name}/{p.name}"]  # several inputs: paths from the folder that holds them all
         got = np.array([row["probabilities"][c] for c in classes])
         assert np.abs(got - r).max() <= 1e-4
         assert row["predicted"] == classes[int(r.argmax())]

@@ -1,6 +1,9 @@
 import json
+import math
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -109,9 +112,19 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     ("bad value", ["--models", "vit", "--set", "vit.augment.scale=0.9"], {}, "expected 2 comma-separated numbers"),
     ("model not trained", ["--models", "vit", "--set", "sae.dropout=0"], {}, "'sae' is not one of --models"),
     ("impossible architecture", ["--models", "vit", "--set", "vit.heads=3"], {}, "vit: dim 32 is not divisible by heads 3"),
+    ("zero epochs", ["--models", "vit", "--epochs", "0"], {}, "--epochs 0: must be at least 1"),
+    ("one class", ["--data", "{one_class}", "--models", "vit"], {}, "needs at least two classes"),
+    ("guidance without attention", ["--models", "sae", "--set", "sae.guide_weight=1"], {}, "sae has none"),
+    ("guide layer out of range", ["--models", "vit", "--set", "vit.guide_weight=1", "--set", "vit.guide_layers=3"], {},
+     "guide layer 3 is outside the model's 2 layers"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(synth_root, tmp_path, case, args, env, message):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "{one_class}" in args:  # a data folder whose only class is glioma
+        generate(tmp_path / "one", per_class=6, test_per_class=0, seed=1)
+        for d in (tmp_path / "one" / "classification_task" / "train").iterdir():
+            if d.name != "glioma":
+                shutil.rmtree(d)
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{one_class}", str(tmp_path / "one")) for a in args]
     if "--data" not in args:
         args += ["--data", str(synth_root)]
     out = tmp_path / "out"
@@ -136,3 +149,29 @@ def test_set_changes_the_recipe_and_resume_refuses_other_settings(resume_data, t
                 check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "other settings (model.depth)" in r.stderr and "state.pt" in r.stderr
+
+
+def test_resume_refuses_another_split_and_says_when_there_is_nothing_to_resume(resume_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "1", "--wandb", "disabled",
+            "--out", out]
+    r = run_cli("brisc.train.cli", *args, "--resume")
+    assert "no run in" in r.stdout and "starting a new one" in r.stdout
+    (out / "vit" / "metrics.json").unlink()
+    for extra, field in ((["--seed", "1"], "--seed 0 -> 1"), (["--val-fraction", "0.2"], "--val-fraction 0.1 -> 0.2")):
+        r = run_cli("brisc.train.cli", *args, "--resume", *extra, check=False)
+        assert r.returncode == 2 and "another split" in r.stderr and field in r.stderr, r.stderr
+
+
+def test_run_files_are_strict_json_and_world_readable(tiny_run):
+    def strict(path):
+        return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: bare {c}"))
+
+    comp = strict(tiny_run / "comparison.json")
+    for kind in ("vit", "hf_vit", "sae"):
+        strict(tiny_run / kind / "metrics.json")
+        for f in ("model.safetensors", "state.pt", "config.json"):
+            assert stat.S_IMODE((tiny_run / kind / f).stat().st_mode) & 0o044 == 0o044, f
+    # A class absent from a tiny validation split has an undefined AUC: null, not NaN.
+    aucs = [c["auc"] for r in comp["models"] for c in r["val_per_class"].values()]
+    assert all(a is None or not math.isnan(a) for a in aucs)

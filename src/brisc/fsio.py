@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+# The process's umask, read once at import (os.umask can only be read by setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def tmp_path(path: str | os.PathLike) -> Path:
@@ -21,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = tmp_path(path)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers (safetensors, torch.save) create files 0600: publish them 0644
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -31,5 +38,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(obj):
+    """NaN and infinities -> None (JSON has no NaN; a bare NaN breaks strict readers), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=float) + "\n")
+    """Strict JSON: NaN is written as null."""
+    text = json.dumps(json_safe(obj), indent=2, default=float, allow_nan=False)
+    write_text_atomic(path, text + "\n")

@@ -23,8 +23,9 @@ def minmax(x: np.ndarray, axes: tuple[int, ...] = (-2, -1), eps: float = 1e-12, 
     return (x - lo) / np.maximum(np.maximum(hi - lo, flat * np.abs(hi)), eps)
 
 
-def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: int = 0) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema 2020) from full attention [B, L, H, N, N] (token 0 = [CLS]).
+def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: int = 0, prefix: int = 1) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020) from full attention [B, L, H, N, N] (token 0 = [CLS], then
+    ``prefix - 1`` registers, then the patches).
 
     Heads fused (mean or max), identity added for the residual path, rows renormalised (divide by
     the row sum, not the column sum as jacobgil/vit-explain does), product over layers, then the
@@ -38,8 +39,8 @@ def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: i
     r = a[:, 0]
     for layer in range(1, a.shape[1]):
         r = a[:, layer] @ r  # later layers mix the already-mixed tokens
-    cls = r[:, 0, 1:]  # [B, N-1]
-    g = int(round(np.sqrt(n - 1)))
+    cls = r[:, 0, prefix:]  # [B, patches]
+    g = int(round(np.sqrt(n - prefix)))
     return minmax(cls.reshape(-1, g, g), flat=FLAT_SPREAD)
 
 

@@ -65,7 +65,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
     from brisc import CLASSES
     from brisc.export.loading import ExportInputError, check_images, load_trained
     from brisc.export.onnx import export_onnx, metadata_props
-    from brisc.export.quantize import agreement, quantize_int8
+    from brisc.export.quantize import QUANTIZATION, agreement, quantize_int8
     from brisc.export.torchscript import export_pt2, export_torchscript
     from brisc.export.wrapper import ExportWrapper, HeatmapSpec, heatmap_method
     from brisc.imageio import DEFAULT as PREP, load
@@ -118,7 +118,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             qpath = opts.out / f"{kind}.int8.onnx"
             quantize_int8(path, qpath)
             q = agreement(path, qpath, images)
-            write_sidecar(qpath, {**meta, "quantization": {"type": "dynamic int8 (weight MatMul/Gemm only)", **q}})
+            write_sidecar(qpath, {**meta, "quantization": {"type": QUANTIZATION, **q}})
             written.append(qpath)
             log(f"[{kind}] {qpath} ({qpath.stat().st_size / 1e6:.1f} MB): top-1 agreement with fp32 "
                 f"{q['top1_agreement']:.3f}, heatmap correlation {q['heatmap_correlation']:.3f}"

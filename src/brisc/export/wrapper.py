@@ -58,14 +58,16 @@ def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
     return cls.reshape(-1, grid, grid).to(dtype)
 
 
-def cls_map_torch(att: torch.Tensor, grid: int, layer: int = -1, head_fusion: str = "mean") -> torch.Tensor:
-    """[B, L, H, N, N] -> [B, g, g]: one layer's [CLS] row without [CLS], fused over heads."""
-    row = att[:, layer, :, 0, 1:].double()  # [B, H, N-1]
+def cls_map_torch(att: torch.Tensor, grid: int, layer: int = -1, head_fusion: str = "mean",
+                  prefix: int = 1) -> torch.Tensor:
+    """[B, L, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads."""
+    row = att[:, layer, :, 0, prefix:].double()  # [B, H, patches]
     fused = row.mean(1) if head_fusion == "mean" else row.max(1).values
     return _scale(fused, grid, att.dtype)
 
 
-def rollout_torch(att: torch.Tensor, grid: int, start_layer: int = 0, head_fusion: str = "mean") -> torch.Tensor:
+def rollout_torch(att: torch.Tensor, grid: int, start_layer: int = 0, head_fusion: str = "mean",
+                  prefix: int = 1) -> torch.Tensor:
     """[B, L, H, N, N] -> [B, g, g]: heads fused, identity added, rows renormalised, product over
     layers, [CLS] row without [CLS], min-max scaled per image. Mirrors ``brisc.maps.rollout``."""
     a = att[:, start_layer:].double()  # float64: min-max scaling magnifies float32 rounding
@@ -76,12 +78,9 @@ def rollout_torch(att: torch.Tensor, grid: int, start_layer: int = 0, head_fusio
     r = a[:, 0]
     for layer in range(1, a.shape[1]):
         r = a[:, layer] @ r
-    return _scale(r[:, 0, 1:], grid, att.dtype)  # the [CLS] row without [CLS]
+    return _scale(r[:, 0, prefix:], grid, att.dtype)  # the [CLS] row over the patches
 
 
-def cfg_depth(model: nn.Module) -> int:
-    cfg = model.config
-    return cfg.depth if isinstance(model, VisionTransformer) else cfg.num_hidden_layers
 
 
 def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
@@ -102,7 +101,7 @@ class ExportWrapper(nn.Module):
         self.full_attention = full_attention
         self.heatmap = heatmap
         if model.has_attention:
-            depth = cfg_depth(model)
+            depth = model.depth
             if not (0 <= heatmap.start_layer < depth and -depth <= heatmap.layer < depth):
                 raise ValueError(f"--heatmap asks for a layer the model does not have (it has {depth})")
         self.names = output_names(model, full_attention)
@@ -114,17 +113,18 @@ class ExportWrapper(nn.Module):
         if self.model.has_attention:
             out = self.model(pixel_values, output_attentions=True)
             att = torch.stack(out.attentions, 1)  # [B, L, H, N, N]
-            rollout = rollout_torch(att, self.grid)
-            cls = att[:, :, :, 0, 1:]  # [B, L, H, N-1]
+            p = self.model.num_prefix_tokens
+            rollout = rollout_torch(att, self.grid, prefix=p)
+            cls = att[:, :, :, 0, p:]  # [B, L, H, patches]: registers are dropped here
             probs = torch.softmax(out.logits / self.temperature, -1)
             extra = (att,) if self.full_attention else ()
             h = self.heatmap
             if h == HeatmapSpec():  # plain rollout: a copy, so both outputs exist in the graph
                 heat = rollout.clone()
             elif h.method == "rollout":
-                heat = rollout_torch(att, self.grid, h.start_layer, h.head_fusion)
+                heat = rollout_torch(att, self.grid, h.start_layer, h.head_fusion, prefix=p)
             else:
-                heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion)
+                heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion, prefix=p)
             return (out.logits, probs, heat, cls, rollout, *extra)
         logits = self.model(pixel_values).logits
         probs = torch.softmax(logits / self.temperature, -1)

@@ -22,6 +22,9 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
                    "last-layer [CLS] attention; occlusion: grey-patch probability drop (any model, 196 passes per scan).")
 @click.option("--masks", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of tumour masks (same stem, .png): score each map (pointing game, energy in mask).")
+@click.option("--faithfulness", type=int, default=100, show_default=True,
+              help="With --masks: deletion/insertion curves (RISE) for at most this many scans with a mask "
+                   "(29 extra passes each); 0 turns them off.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads.")
@@ -32,18 +35,29 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--cmap", type=click.Choice(["viridis", "inferno", "magma", "gray"]), default="viridis", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Heatmap opacity.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(scans, model, out, heatmaps, explain, masks, batch_size, threads, workers, device, recursive, resume,
-         overwrite, cmap, alpha, quiet) -> None:
+def main(scans, model, out, heatmaps, explain, masks, faithfulness, batch_size, threads, workers, device, recursive,
+         resume, overwrite, cmap, alpha, quiet) -> None:
     """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
     no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
 
+    --out must be new, empty, or an earlier brisc-infer output (continued with --resume or started over
+    with --overwrite); it is locked while a run works in it and never read as input.
+
     Exit codes: 0 all classified, 1 some files failed (see errors.csv), 2 usage or model error,
-    3 nothing could be classified. Research use only: not a medical device."""
-    from brisc.inference.runner import InferOptions, run_inference
+    3 nothing could be classified, 130/143 interrupted by Ctrl-C/SIGTERM (what was done is written).
+    Research use only: not a medical device."""
+    import signal
+
+    from brisc.inference.runner import InferOptions, Interrupted, run_inference
     from brisc.inference.session import InferenceError, open_session
 
-    if batch_size < 1 or workers < 1:
-        click.echo("brisc-infer: error: --batch-size and --workers must be >= 1", err=True)
+    def terminate(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+    if batch_size < 1 or workers < 1 or faithfulness < 0:
+        click.echo("brisc-infer: error: --batch-size and --workers must be >= 1, --faithfulness >= 0", err=True)
         sys.exit(EXIT_USAGE)
     if masks is not None and not masks.is_dir():
         click.echo(f"brisc-infer: error: {masks}: masks folder not found", err=True)
@@ -54,11 +68,16 @@ def main(scans, model, out, heatmaps, explain, masks, batch_size, threads, worke
             click.echo(f"model {sess.path} ({sess.meta.get('model_kind')}), provider {sess.provider}", err=True)
         opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, explain=explain, masks=masks,
                             batch_size=batch_size, recursive=recursive, resume=resume, overwrite=overwrite,
-                            cmap=cmap, alpha=alpha, workers=workers)
+                            cmap=cmap, alpha=alpha, workers=workers, faithfulness=faithfulness)
         s = run_inference(opts, sess, progress=not quiet)
     except InferenceError as e:
         click.echo(f"brisc-infer: error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        click.echo(f"brisc-infer: interrupted ({signal.Signals(signum).name}); the scans classified so far are in "
+                   f"{out} (continue with --resume)", err=True)
+        sys.exit(128 + signum)
     if not quiet:
         per = ", ".join(f"{k} {v}" for k, v in s["per_class"].items())
         click.echo(f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out}): {per}; "
@@ -67,6 +86,14 @@ def main(scans, model, out, heatmaps, explain, masks, batch_size, threads, worke
         if "ground_truth" in s:
             g = s["ground_truth"]
             click.echo(f"ground truth known for {g['n']}: accuracy {g['accuracy']:.3f}, macro-F1 {g['macro_f1']:.3f}", err=True)
+        if "masks" in s:
+            m = s["masks"]
+            line = (f"maps scored on {m['n']} tumour masks: pointing game {m['pointing_game']:.3f}, energy in mask "
+                    f"{m['energy_in_mask'] or 0:.3f} (a uniform map scores the mask area, {m['mask_area_fraction']:.3f})")
+            if m["faithfulness_n"]:
+                line += (f"; on {m['faithfulness_n']} of them deletion AUC {m['deletion_auc']:.3f} (lower is better), "
+                         f"insertion AUC {m['insertion_auc']:.3f} (higher is better)")
+            click.echo(line, err=True)
     if s["classified"] == 0:
         sys.exit(EXIT_NOTHING)
     sys.exit(EXIT_SOME_FAILED if s["failures"] else EXIT_OK)

@@ -27,6 +27,7 @@ from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
 from brisc.inference.heatmap import occlusion_maps, overlay, panel
 from brisc.inference.session import InferenceError, ModelSession
+from brisc.faithfulness import auc, perturbation_curves
 from brisc.maps import cls_map, resize_map
 from brisc.metrics import classification_metrics, energy_in_mask, pointing_game
 
@@ -61,11 +62,27 @@ def _looks_like_image(p: Path) -> bool:
     return suf in IMAGE_SUFFIXES or suf in DICOM_SUFFIXES or (suf == "" and is_dicom(p))
 
 
-def collect(inputs: list[str | os.PathLike], *, recursive: bool = True) -> Collected:
+def common_root(inputs: list[str | os.PathLike]) -> str:
+    """The deepest folder holding every input (a folder input counts as itself, a file as its folder)."""
+    bases = [os.path.abspath(p) if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) for p in inputs]
+    return os.path.commonpath(bases) if bases else os.getcwd()
+
+
+def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Path | None = None) -> Collected:
     """Expand files and folders into items (one per DICOM frame). Non-images are counted and skipped;
-    broken links, looping links, unreadable entries and unreadable DICOM headers become error rows."""
+    broken links, looping links, unreadable entries and unreadable DICOM headers become error rows.
+
+    Paths are relative to the deepest folder that holds every input (the input itself for one folder), so
+    the same file name under two inputs stays two names ("a/x.jpg", "b/x.jpg"). ``skip`` (the --out folder)
+    and any other brisc-infer output folder are never read as input."""
+    from brisc.inference.outdir import is_brisc_output
+
     col = Collected()
     seen: set[str] = set()
+    skip_resolved = skip.resolve() if skip is not None else None
+
+    def skipped(d: Path) -> bool:
+        return (skip_resolved is not None and d.resolve() == skip_resolved) or is_brisc_output(d)
 
     def add(path: Path, rel: str) -> None:
         if rel in seen:  # the same relative name under two inputs: keep both, distinguishable
@@ -102,20 +119,23 @@ def collect(inputs: list[str | os.PathLike], *, recursive: bool = True) -> Colle
                 return
         col.items.append(Item(path, rel))
 
+    base = common_root(list(inputs))
+
+    def rel(p: str | os.PathLike) -> str:
+        return Path(os.path.relpath(os.path.abspath(p), base)).as_posix()
+
     for inp in inputs:
         root = Path(inp)
         if root.is_dir():
-            walker = os.walk(root, onerror=lambda e, r=root: col.errors.append(
-                (Path(os.path.relpath(e.filename, r)).as_posix(), f"cannot list folder ({e.strerror})")))
+            if skipped(root):
+                continue
+            walker = os.walk(root, onerror=lambda e: col.errors.append((rel(e.filename), f"cannot list folder ({e.strerror})")))
             for dirpath, dirnames, filenames in walker:
-                dirnames.sort()
-                if not recursive:
-                    dirnames.clear()
+                dirnames[:] = [] if not recursive else sorted(d for d in dirnames if not skipped(Path(dirpath) / d))
                 for name in sorted(filenames):
-                    p = Path(dirpath) / name
-                    add(p, p.relative_to(root).as_posix())
+                    add(Path(dirpath) / name, rel(Path(dirpath) / name))
         elif root.exists() or root.is_symlink():
-            add(root, root.name)
+            add(root, rel(root))
         else:
             col.errors.append((str(inp), "no such file or folder"))
     return col
@@ -164,10 +184,12 @@ class InferOptions:
     cmap: str = "viridis"
     alpha: float = 0.4
     workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
+    faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
 
 
 ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in ("glioma", "meningioma", "no_tumor", "pituitary")),
-              "true_label", "correct", "explain", "pointing_hit", "energy_in_mask", "mask_area", "heatmap",
+              "true_label", "correct", "explain", "pointing_hit", "energy_in_mask", "mask_area", "deletion_auc",
+              "insertion_auc", "heatmap",
               "model", "model_sha256", "provider", "input_sha256", "time"]
 
 
@@ -186,34 +208,61 @@ def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
 
 
 class Writer:
-    """predictions.csv / predictions.jsonl / errors.csv, appended and flushed per batch."""
+    """predictions.jsonl (the record), predictions.csv (the same rows as a table) and errors.csv, appended
+    and flushed per batch. A kill at any moment loses at most the batch in flight: resuming reads the
+    valid rows, cuts only a torn last line, and appends; the tables are rewritten whole (atomically) at
+    start and at close, never truncated in place."""
 
     def __init__(self, out: Path, *, resume: bool):
         self.out = out
         self.done: dict[str, dict] = {}
         jl = out / "predictions.jsonl"
         if resume and jl.exists():
-            for line in jl.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the torn last line of a killed run
-                self.done[item_key(row["path"], row["frame"])] = row
-        # Rewrite both tables from the valid rows (drops a torn line), then append.
-        rows = list(self.done.values())
-        self.jsonl = open(jl, "w", encoding="utf-8")
-        self.csv_file = open(out / "predictions.csv", "w", newline="", encoding="utf-8")
+            self._read(jl)
+        else:
+            with atomic_path(jl) as tmp:
+                tmp.write_bytes(b"")
+        self._rewrite(record=False)
+        with atomic_path(out / "errors.csv") as tmp:  # this run's errors: failed files are retried
+            tmp.write_text("path,reason\n", encoding="utf-8")
+        self.jsonl = open(jl, "a", encoding="utf-8")
+        self.csv_file = open(out / "predictions.csv", "a", newline="", encoding="utf-8")
         self.csv = csv.DictWriter(self.csv_file, fieldnames=ROW_FIELDS)
-        self.csv.writeheader()
-        self.err_file = open(out / "errors.csv", "w", newline="", encoding="utf-8")
+        self.err_file = open(out / "errors.csv", "a", newline="", encoding="utf-8")
         self.err = csv.writer(self.err_file)
-        self.err.writerow(["path", "reason"])
-        self.add(rows)
+
+    def _read(self, jl: Path) -> None:
+        data = jl.read_bytes()
+        end = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # the torn last line of a killed run
+            end += len(line)
+            try:
+                row = json.loads(line)
+                self.done[item_key(row["path"], row["frame"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        if end < len(data):
+            os.truncate(jl, end)
+
+    def _csv_row(self, r: dict) -> dict:
+        return {k: r.get(k) for k in ROW_FIELDS} | {f"p_{c}": r["probabilities"][c] for c in r["probabilities"]}
+
+    def _rewrite(self, *, record: bool) -> None:
+        """predictions.csv (and, with ``record``, predictions.jsonl) written whole from the rows kept."""
+        if record:
+            with atomic_path(self.out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values())
+        with atomic_path(self.out / "predictions.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+            w.writeheader()
+            w.writerows(self._csv_row(r) for r in self.done.values())
 
     def add(self, rows: list[dict]) -> None:
         for r in rows:
             self.jsonl.write(json.dumps(r, ensure_ascii=False) + "\n")
-            self.csv.writerow({k: r.get(k) for k in ROW_FIELDS} | {f"p_{c}": r["probabilities"][c] for c in r["probabilities"]})
+            self.csv.writerow(self._csv_row(r))
             self.done[item_key(r["path"], r["frame"])] = r
         self.flush()
 
@@ -227,8 +276,10 @@ class Writer:
             os.fsync(f.fileno())
 
     def close(self) -> None:
+        """Close, then rewrite the tables with one row per item (a redone item keeps its newest row)."""
         for f in (self.jsonl, self.csv_file, self.err_file):
             f.close()
+        self._rewrite(record=True)
 
 
 @dataclass
@@ -291,120 +342,193 @@ def _render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str,
         return (it.key, f"heatmap not written ({e})")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the batches already computed are written, then the run stops (exit 128 + signum)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def check_inputs(inputs: tuple[str, ...], out: Path) -> None:
+    """Every input exists and none lies inside --out (brisc's outputs are never read as input)."""
+    for inp in inputs:
+        p = Path(inp)
+        if not (p.exists() or p.is_symlink()):
+            raise InferenceError(f"{inp}: no such file or folder")
+        if out.exists() and p.resolve().is_relative_to(out.resolve()):
+            raise InferenceError(f"{inp} is inside --out {out}: brisc-infer never reads its own outputs as input")
+
+
 def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = True, log=print) -> dict:
-    """Classify every item; returns summary.json's content (also written)."""
-    out = opts.out
-    if out.exists() and (out / "predictions.jsonl").exists() and not (opts.resume or opts.overwrite):
-        raise InferenceError(f"{out} already holds predictions: pass --resume to continue them or --overwrite to start over")
+    """Classify every item; returns summary.json's content (also written). Refusals (InferenceError) touch nothing."""
+    from brisc.inference.outdir import OutLock, check_out
+
+    check_out(opts.out, resume=opts.resume, overwrite=opts.overwrite)
+    check_inputs(opts.inputs, opts.out)
     method = explain_method(opts, sess)
-    out.mkdir(parents=True, exist_ok=True)
-    col = collect(list(opts.inputs), recursive=opts.recursive)
-    writer = Writer(out, resume=opts.resume and not opts.overwrite)
-    for rel, reason in col.errors:
-        writer.error(rel, reason)
-    todo = [it for it in col.items if it.key not in writer.done]
-    classes = sess.classes
-    sha = sess.meta["model_sha256"]
-    prep = sess.prep
-    failures = len(col.errors)
-    t0 = time.perf_counter()
-    model_seconds = 0.0
-    n_new = 0
+    col = collect(list(opts.inputs), recursive=opts.recursive, skip=opts.out)
+    if not col.items and not col.errors:
+        raise InferenceError(f"no images found under {', '.join(opts.inputs)}"
+                             + (f" ({col.skipped_non_images} other files skipped)" if col.skipped_non_images else ""))
+    with OutLock(opts.out):
+        return BatchRun(opts, sess, method, col).run(progress=progress)
 
-    from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), disable=not progress, unit="img", desc="brisc-infer")
-    batch: list[Decoded] = []
-    # Heatmaps are drawn and PNG-encoded on their own threads (zlib releases the GIL) while the next batch
-    # runs; a batch's rows are written once its heatmaps are on disk.
-    render_pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
-    pending: list[tuple[list[dict], list]] = []
+class BatchRun:
+    """One brisc-infer run in a claimed --out: decode -> session -> rows and heatmaps, batch by batch.
 
-    def finish_pending() -> None:
-        while pending:
-            rows, renders = pending.pop(0)
-            for f in renders:
-                error = f.result()
-                if error:
-                    writer.error(*error)
-            writer.add(rows)
+    Heatmaps are drawn and PNG-encoded on their own threads (zlib releases the GIL) while the next batch
+    runs; a batch's rows are written once its heatmaps are on disk, so a row never names a missing file
+    and a heatmap never lacks its row."""
 
-    def flush_batch() -> None:
-        nonlocal model_seconds, n_new
+    def __init__(self, opts: InferOptions, sess: ModelSession, method: str | None, col: Collected):
+        self.opts, self.sess, self.method, self.col = opts, sess, method, col
+        self.out = opts.out
+        self.writer = Writer(opts.out, resume=opts.resume)
+        for rel, reason in col.errors:
+            self.writer.error(rel, reason)
+        self.failures = len(col.errors)
+        self.todo = [it for it in col.items if self._needs_work(self.writer.done.get(it.key))]
+        self.pending: list[tuple[list[dict], list]] = []
+        self.model_seconds, self.new = 0.0, 0
+        self.faithfulness_left = opts.faithfulness if opts.masks is not None else 0
+        self.render_pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
+
+    def _needs_work(self, row: dict | None) -> bool:
+        """Not classified yet, or classified without the heatmap this run asks for (resume with --heatmaps added)."""
+        return row is None or (self.opts.heatmaps and self.method is not None and not row.get("heatmap"))
+
+    def run(self, *, progress: bool) -> dict:
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(self.todo), disable=not progress, unit="img", desc="brisc-infer")
+        want_display = self.opts.heatmaps and self.method is not None
+        batch: list[Decoded] = []
+        interrupted = None
+        try:
+            for d in prefetch(self.todo, lambda i: _decode(i, self.sess.prep, want_display), workers=self.opts.workers,
+                              depth=2 * self.opts.batch_size):
+                if d.error:
+                    self.failures += 1
+                    self.writer.error(d.item.key, d.error)
+                    bar.update(1)
+                    continue
+                batch.append(d)
+                if len(batch) >= self.opts.batch_size:
+                    self._run_batch(batch)
+                    bar.update(len(batch))
+                    batch = []
+            self._run_batch(batch)
+        except KeyboardInterrupt as e:  # the batch being decoded is dropped; computed ones are written below
+            interrupted = e
+        finally:
+            try:
+                self._finish(keep=0)
+            finally:
+                self.render_pool.shutdown(wait=True)
+                bar.close()
+                self.writer.close()
+        summary = self._summary(time.perf_counter() - t0, interrupted)
+        if interrupted is not None:
+            raise interrupted
+        return summary
+
+    def _run_batch(self, batch: list[Decoded]) -> None:
         if not batch:
             return
         x = np.stack([d.x for d in batch])
         t = time.perf_counter()
-        res = sess.run(x)
-        model_seconds += time.perf_counter() - t
+        res = self.sess.run(x)
+        self.model_seconds += time.perf_counter() - t
         probs = res["probabilities"]
         pred = probs.argmax(1)
-        maps = None
-        if opts.explain == "auto":
-            maps = res["heatmap"]  # the graph's recommended map
-        elif method == "rollout":
-            maps = res["rollout"]
-        elif method == "cls":
-            maps = cls_map(res["attentions"]).astype(np.float32)  # last layer, mean over heads
-        elif method == "occlusion":
-            maps = occlusion_maps(lambda b: sess.run(b, ["probabilities"])["probabilities"], x, pred, probs,
-                                  batch_size=opts.batch_size)
-        rows, renders = [], []
+        maps = self._maps(res, x, pred, probs)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rows, renders = [], []
         for k, d in enumerate(batch):
-            it = d.item
-            truth = ground_truth(it)
-            row = {"path": it.rel, "frame": it.frame, "predicted": classes[pred[k]], "probability": float(probs[k, pred[k]]),
-                   "probabilities": {c: float(probs[k, j]) for j, c in enumerate(classes)},
-                   "true_label": truth, "correct": (truth == classes[pred[k]]) if truth else None,
-                   "explain": method,
-                   "pointing_hit": None, "energy_in_mask": None, "mask_area": None, "heatmap": None,
-                   "model": sess.name, "model_sha256": sha, "provider": sess.provider, "input_sha256": d.sha256, "time": now}
-            if maps is not None and opts.masks is not None:
-                mp = opts.masks / (Path(it.rel).stem + ".png")
-                if mp.is_file():
-                    mask = load_mask(mp)
-                    up = resize_map(maps[k], mask.shape)
-                    row["pointing_hit"] = pointing_game(up, mask)
-                    row["energy_in_mask"] = energy_in_mask(up, mask)
-                    row["mask_area"] = float(mask.mean())
-            if maps is not None and opts.heatmaps:
+            row = self._row(d, probs[k], now)
+            if maps is not None and self.opts.masks is not None:
+                self._score(row, d.item, x[k], maps[k], int(pred[k]))
+            if maps is not None and self.opts.heatmaps:
                 row["heatmap"] = "pending"
-                renders.append(render_pool.submit(_render, out, it, d.display, maps[k], row, method, opts))
+                renders.append(self.render_pool.submit(_render, self.out, d.item, d.display, maps[k], row, self.method,
+                                                       self.opts))
             rows.append(row)
-        finish_pending()  # the previous batch's heatmaps were drawn while this batch decoded and ran
-        pending.append((rows, renders))
-        n_new += len(rows)
-        bar.update(len(batch))
-        batch.clear()
+        self.pending.append((rows, renders))
+        self.new += len(rows)
+        self._finish(keep=1)  # the previous batch's heatmaps were drawn while this batch decoded and ran
 
-    want_display = opts.heatmaps and method is not None
-    try:
-        for d in prefetch(todo, lambda i: _decode(i, prep, want_display), workers=opts.workers, depth=2 * opts.batch_size):
-            if d.error:
-                failures += 1
-                writer.error(d.item.key, d.error)
-                bar.update(1)
-                continue
-            batch.append(d)
-            if len(batch) >= opts.batch_size:
-                flush_batch()
-        flush_batch()
-        finish_pending()
-    finally:
-        render_pool.shutdown(wait=True)
-        bar.close()
-        writer.close()
-    elapsed = time.perf_counter() - t0
-    rows = list(writer.done.values())
-    summary = summarise(rows, sess=sess, failures=failures, skipped=col.skipped_non_images, new=n_new,
-                        elapsed=elapsed, model_seconds=model_seconds)
-    write_json_atomic(out / "summary.json", summary)
-    if opts.heatmaps:
-        from brisc.inference.gallery import write_gallery
+    def _maps(self, res: dict, x: np.ndarray, pred: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+        m = self.method
+        if m is None:
+            return None
+        if self.opts.explain == "auto":
+            return res["heatmap"]  # the graph's recommended map
+        if m == "rollout":
+            return res["rollout"]
+        if m == "cls":
+            return cls_map(res["attentions"]).astype(np.float32)  # last layer, mean over heads
+        return occlusion_maps(self._predict, x, pred, probs, batch_size=self.opts.batch_size)
 
-        write_gallery(out, rows, sess.meta)
-    return summary
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        return self.sess.run(images, ["probabilities"])["probabilities"]
+
+    def _row(self, d: Decoded, p: np.ndarray, now: str) -> dict:
+        classes, it = self.sess.classes, d.item
+        k = int(p.argmax())
+        truth = ground_truth(it)
+        return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": float(p[k]),
+                "probabilities": {c: float(p[j]) for j, c in enumerate(classes)},
+                "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
+                "pointing_hit": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
+                "insertion_auc": None, "heatmap": None, "model": self.sess.name,
+                "model_sha256": self.sess.meta["model_sha256"], "provider": self.sess.provider,
+                "input_sha256": d.sha256, "time": now}
+
+    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int) -> None:
+        """Pointing game and energy against the scan's mask; deletion/insertion AUC for the first
+        ``--faithfulness`` scans with a mask (29 extra passes each)."""
+        mp = self.opts.masks / (Path(it.rel).stem + ".png")
+        if not mp.is_file():
+            return
+        mask = load_mask(mp)
+        up = resize_map(m, mask.shape)
+        row["pointing_hit"] = pointing_game(up, mask)
+        row["energy_in_mask"] = energy_in_mask(up, mask)
+        row["mask_area"] = float(mask.mean())
+        if row["pointing_hit"] is not None and self.faithfulness_left > 0:
+            self.faithfulness_left -= 1
+            c = perturbation_curves(self._predict, x[None], m[None], classes=np.array([pred]))
+            row["deletion_auc"] = float(auc(c["deletion"])[0])
+            row["insertion_auc"] = float(auc(c["insertion"])[0])
+
+    def _finish(self, keep: int) -> None:
+        """Write the rows of every pending batch but the last ``keep``, once their heatmaps are on disk.
+        A batch leaves ``pending`` only after its rows are written, so an interruption cannot lose it."""
+        while len(self.pending) > keep:
+            rows, renders = self.pending[0]
+            for f in renders:
+                error = f.result()
+                if error:
+                    self.failures += 1
+                    self.writer.error(*error)
+            self.writer.add(rows)
+            self.pending.pop(0)
+
+    def _summary(self, elapsed: float, interrupted: KeyboardInterrupt | None) -> dict:
+        rows = list(self.writer.done.values())
+        summary = summarise(rows, sess=self.sess, failures=self.failures, skipped=self.col.skipped_non_images,
+                            new=self.new, elapsed=elapsed, model_seconds=self.model_seconds)
+        if interrupted is not None:
+            summary["interrupted"] = True
+        write_json_atomic(self.out / "summary.json", summary)
+        if self.opts.heatmaps:
+            from brisc.inference.gallery import write_gallery
+
+            write_gallery(self.out, rows, self.sess.meta)
+        return summary
 
 
 def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: int, new: int,
@@ -429,7 +553,11 @@ def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: i
     scored = [r for r in rows if r.get("pointing_hit") is not None]
     if scored:
         en = [r["energy_in_mask"] for r in scored if r["energy_in_mask"] is not None]
+        faithful = [r for r in scored if r.get("deletion_auc") is not None]
         s["masks"] = {"n": len(scored), "pointing_game": float(np.mean([r["pointing_hit"] for r in scored])),
                       "energy_in_mask": float(np.mean(en)) if en else None,
-                      "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored]))}
+                      "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored])),
+                      "faithfulness_n": len(faithful),
+                      "deletion_auc": float(np.mean([r["deletion_auc"] for r in faithful])) if faithful else None,
+                      "insertion_auc": float(np.mean([r["insertion_auc"] for r in faithful])) if faithful else None}
     return s

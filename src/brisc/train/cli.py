@@ -42,13 +42,47 @@ class RunOptions:
     overrides: tuple[str, ...] = ()  # "vit.depth=8", "vit.augment.rotation=5": see brisc.train.overrides
 
 
+MIN_PER_CLASS = 5  # below this a class's validation share is a handful of images: warned, not refused
+
+
+def check_classes(splits, data: Path, log) -> None:
+    """Refuse data with fewer than two classes (nothing to classify); warn on a class with very few images."""
+    from collections import Counter
+
+    from brisc import CLASSES
+
+    counts = Counter(s.label for s in splits.train + splits.val)
+    if len(counts) < 2:
+        have = ", ".join(CLASSES[k] for k in counts) or "none"
+        raise UsageError(f"{data}: images of {len(counts)} class ({have}); brisc-train needs at least two classes")
+    for k, n in sorted(counts.items()):
+        if n < MIN_PER_CLASS:
+            log(f"warning: {data}: class {CLASSES[k]} has only {n} image(s); its validation figures will mean little")
+
+
+def check_resumable(opts: RunOptions, log) -> None:
+    """--resume continues the split it started with: another --seed or --val-fraction is refused, by name."""
+    split = opts.out / "split.json"
+    if not split.is_file():
+        log(f"note: --resume: no run in {opts.out} yet; starting a new one")
+        return
+    saved = json.loads(split.read_text())
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in
+               (("seed", opts.seed), ("val_fraction", opts.val_fraction)) if saved.get(k) != v]
+    if changed:
+        raise UsageError(f"{opts.out}: the run was started on another split ({'; '.join(changed)}); resume with the "
+                         "same --seed and --val-fraction, or choose a new --out")
+
+
 def run_training(opts: RunOptions, log=print) -> dict:
     """Validate everything, then train each model and write the comparison. Returns comparison.json."""
     import torch
 
+    from brisc.hardware import choose_bf16, describe
     from brisc.train import checkpoint as ckpt
     from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
     from brisc.train.engine import TRAIN_PRESETS, ResumeError, fit
+    from brisc.train.guidance import resolve_layers
     from brisc.train.models import ModelLoadError, build_model, preset_config
     from brisc.train.overrides import OverrideError, apply_overrides, parse_item
     from brisc.train.report import plot_attention, write_report
@@ -57,6 +91,13 @@ def run_training(opts: RunOptions, log=print) -> dict:
     unknown = [m for m in opts.models if m not in MODEL_CHOICES]
     if unknown or not opts.models:
         raise UsageError(f"unknown model '{','.join(unknown) or '(none)'}' (choose from {', '.join(MODEL_CHOICES)})")
+    for name, value in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} {value}: must be at least 1")
+    if opts.lr is not None and not opts.lr > 0:
+        raise UsageError(f"--lr {opts.lr}: must be positive")
+    if not 0 < opts.val_fraction < 1:
+        raise UsageError(f"--val-fraction {opts.val_fraction}: must lie between 0 and 1")
     try:
         env = init_distributed(opts.device)
     except DeviceError as e:
@@ -66,15 +107,19 @@ def run_training(opts: RunOptions, log=print) -> dict:
         splits = make_splits(disc, val_fraction=opts.val_fraction, seed=opts.seed)
     except DataError as e:
         raise UsageError(str(e)) from None
+    check_classes(splits, opts.data, log)
     if not splits.val:
         raise UsageError(f"{opts.data}: too few images to carve a validation split")
     existing = [m for m in opts.models if (opts.out / m / "state.pt").exists()]
     if existing and not opts.resume:
         raise UsageError(f"{opts.out} already holds a run of {', '.join(existing)}: pass --resume to continue it, "
                          "or choose a new --out")
+    if opts.resume:
+        check_resumable(opts, log)
 
     try:
         items = [parse_item(i) for i in opts.overrides]
+        bf16_notes = {}
         for kind, path, _ in items:
             if kind not in opts.models:
                 raise OverrideError(f"--set {kind}.{path}: '{kind}' is not one of --models ({','.join(opts.models)})")
@@ -82,11 +127,11 @@ def run_training(opts: RunOptions, log=print) -> dict:
         for kind in opts.models:
             cfg = TRAIN_PRESETS[opts.preset][kind]
             cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
-                                                    ("lr", opts.lr), ("num_workers", opts.workers), ("bf16", opts.bf16))
-                                  if v is not None})
-            if env.device.type == "cuda" and opts.bf16 is None:
-                cfg = replace(cfg, bf16=True)
-            configs[kind] = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
+                                                    ("lr", opts.lr), ("num_workers", opts.workers)) if v is not None})
+            model_cfg, cfg = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
+            bf16, why = choose_bf16(opts.bf16, cfg.bf16, env.device.type)
+            configs[kind] = (model_cfg, replace(cfg, bf16=bf16))
+            bf16_notes[kind] = why
     except OverrideError as e:
         raise UsageError(str(e)) from None
 
@@ -99,13 +144,21 @@ def run_training(opts: RunOptions, log=print) -> dict:
             raise UsageError(str(e)) from None
         except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
             raise UsageError(f"{kind}: {e}") from None
+        cfg = configs[kind][1]
+        if cfg.guide_weight:
+            if not models[kind].has_attention:
+                raise UsageError(f"--set {kind}.guide_weight: mask guidance needs attention; {kind} has none")
+            try:
+                resolve_layers(cfg.guide_layers, models[kind].depth)
+            except ValueError as e:
+                raise UsageError(f"--set {kind}.guide_layers: {e}") from None
 
     run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
                 "val_fraction": opts.val_fraction, "train_images": len(splits.train), "val_images": len(splits.val),
                 "test_images": len(splits.test), "dropped_duplicates": splits.duplicates["dropped_from_train"],
                 "preset": opts.preset, "device": str(env.device), "world_size": env.world_size,
                 "hf_model": opts.hf_model if "hf_vit" in opts.models else None,
-                "torch": torch.__version__}
+                "torch": torch.__version__, "cpu": describe()}
     if env.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_json(opts.out / "split.json", {"seed": opts.seed, "val_fraction": opts.val_fraction,
@@ -123,7 +176,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 results[kind] = json.loads(done.read_text())
                 continue
             log(f"[{kind}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-                f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16}, device {env.device}"
+                f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16} ({bf16_notes[kind]}), "
+                f"device {env.device}"
                 + (f", {env.world_size} processes" if env.distributed else ""))
             try:
                 res = fit(model, kind, splits, out_dir, cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
@@ -171,7 +225,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
               help="Pretrained HF ViT: hub id or local directory (for --models hf_vit).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
-@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: preset; always on CUDA].")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX when the preset asks; "
+                   "elsewhere fp32, since emulated bf16 is several times slower].")
 @click.option("--set", "overrides", multiple=True, metavar="MODEL.KEY=VALUE",
               help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
                    "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")

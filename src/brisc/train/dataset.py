@@ -7,12 +7,15 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
-from brisc.data import Sample
+from brisc.data import Sample, load_mask
 from brisc.imageio import DEFAULT, ImageLoadError, Preprocessing, decode_resized
 
 
@@ -35,14 +38,46 @@ def eval_transform(prep: Preprocessing = DEFAULT) -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(prep.mean, prep.std)])
 
 
-def train_transform(aug: AugmentConfig, prep: Preprocessing = DEFAULT) -> T.Compose:
-    ops = [T.RandomHorizontalFlip(aug.hflip)]
-    if aug.rotation or aug.scale != (1.0, 1.0) or aug.translate:
-        ops.append(T.RandomAffine(degrees=aug.rotation, scale=aug.scale,
-                                  translate=(aug.translate, aug.translate) if aug.translate else None))
-    if aug.brightness or aug.contrast:
-        ops.append(T.ColorJitter(brightness=aug.brightness, contrast=aug.contrast))
-    return T.Compose([*ops, eval_transform(prep)])
+class TrainTransform:
+    """The seed's augmentation: flip, affine (rotation, zoom, shift), colour jitter, then ``eval_transform``.
+
+    ``paired`` sends a tumour mask through the same flip and affine as its image, from the same random
+    draw (colour jitter touches the image only), so that mask guidance sees where the lesion went."""
+
+    def __init__(self, aug: AugmentConfig, prep: Preprocessing = DEFAULT):
+        self.hflip = aug.hflip
+        self.affine = (T.RandomAffine(degrees=aug.rotation, scale=aug.scale,
+                                      translate=(aug.translate, aug.translate) if aug.translate else None)
+                       if aug.rotation or aug.scale != (1.0, 1.0) or aug.translate else None)
+        self.jitter = T.ColorJitter(brightness=aug.brightness, contrast=aug.contrast) if aug.brightness or aug.contrast else None
+        self.finish = eval_transform(prep)
+
+    def paired(self, img: Image.Image, mask: Image.Image | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (pixel_values [3, S, S], mask [1, S, S] in [0, 1] or None)."""
+        if torch.rand(1) < self.hflip:
+            img = TF.hflip(img)
+            mask = TF.hflip(mask) if mask is not None else None
+        if self.affine is not None:
+            a = self.affine
+            params = a.get_params(a.degrees, a.translate, a.scale, a.shear, list(img.size))
+            img = TF.affine(img, *params, interpolation=a.interpolation, fill=0)
+            mask = TF.affine(mask, *params, interpolation=a.interpolation, fill=0) if mask is not None else None
+        if self.jitter is not None:
+            img = self.jitter(img)
+        return self.finish(img), (TF.to_tensor(mask) if mask is not None else None)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.paired(img, None)[0]
+
+
+def train_transform(aug: AugmentConfig, prep: Preprocessing = DEFAULT) -> TrainTransform:
+    return TrainTransform(aug, prep)
+
+
+def load_mask_resized(path: str, size: int) -> Image.Image:
+    """A BRISC mask stretched to size x size like its image (``brisc.imageio.resize``): 'L', 0 or 255."""
+    m = Image.fromarray(load_mask(path).astype(np.uint8) * 255, "L")
+    return m if m.size == (size, size) else m.resize((size, size), Image.Resampling.NEAREST)
 
 
 class ScanDataset(Dataset):
@@ -51,35 +86,58 @@ class ScanDataset(Dataset):
     ``cache=True`` decodes every file once, up front, on a thread pool, and keeps the resized
     224x224 images in memory (~150 KB each): epochs then cost augmentation and the model alone.
     A file that fails to decode is reported once (one line naming it) and replaced by the next
-    sample, so one bad file cannot kill a long run."""
+    sample, so one bad file cannot kill a long run.
 
-    def __init__(self, samples: list[Sample], transform, prep: Preprocessing = DEFAULT, *, cache: bool = False):
+    ``mask_grid=g`` (training with mask guidance, ``transform`` a ``TrainTransform``) adds a third item:
+    the share of each of the g x g patches inside the augmented tumour mask, [g*g], zeros without a mask.
+    Masks are cached with their images (~50 KB each)."""
+
+    def __init__(self, samples: list[Sample], transform, prep: Preprocessing = DEFAULT, *, cache: bool = False,
+                 mask_grid: int = 0):
         if not samples:
             raise ValueError("ScanDataset needs at least one sample")
-        self.samples, self.transform, self.prep = samples, transform, prep
+        self.samples, self.transform, self.prep, self.mask_grid = samples, transform, prep, mask_grid
         self._reported: set[str] = set()
         self._cache = None
         if cache:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 self._cache = list(pool.map(self._decode, samples))
 
-    def _decode(self, s: Sample) -> Image.Image | None:
+    def _decode(self, s: Sample) -> tuple[Image.Image, Image.Image | None] | None:
         try:
-            return decode_resized(s.path, size=self.prep.size)
+            img = decode_resized(s.path, size=self.prep.size)
         except ImageLoadError as e:
-            if s.path not in self._reported:
-                self._reported.add(s.path)
-                print(f"warning: skipped {e}", file=sys.stderr)
+            self._report(s.path, f"skipped {e}")
             return None
+        mask = None
+        if self.mask_grid and s.mask:
+            try:
+                mask = load_mask_resized(s.mask, self.prep.size)
+            except (OSError, ValueError) as e:  # a broken mask loses its guidance, not its image
+                self._report(s.mask, f"{s.mask}: unreadable mask ({e}); its image trains without guidance")
+        return img, mask
+
+    def _report(self, path: str, message: str) -> None:
+        if path not in self._reported:
+            self._reported.add(path)
+            print(f"warning: {message}", file=sys.stderr)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int):
         n = len(self.samples)
         for k in range(n):
             j = (i + k) % n
-            img = self._cache[j] if self._cache is not None else self._decode(self.samples[j])
-            if img is not None:
-                return self.transform(img), self.samples[j].label
+            item = self._cache[j] if self._cache is not None else self._decode(self.samples[j])
+            if item is None:
+                continue
+            img, mask = item
+            label = self.samples[j].label
+            if not self.mask_grid:
+                return self.transform(img), label
+            x, m = self.transform.paired(img, mask)
+            g = self.mask_grid
+            pooled = (F.avg_pool2d(m, self.prep.size // g).flatten() if m is not None else torch.zeros(g * g))
+            return x, label, pooled
         raise RuntimeError("no sample of the dataset could be decoded")

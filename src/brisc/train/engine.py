@@ -33,6 +33,7 @@ from brisc.train import checkpoint as ckpt
 from brisc.train.dataset import AugmentConfig, ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
 from brisc.train.explain import explanation_maps, score_maps, summarise
+from brisc.train.guidance import guidance_loss, resolve_layers
 from brisc.train.models import model_config_dict
 from brisc.train.tracking import Tracker
 
@@ -47,12 +48,19 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
     clip_grad: float = 1.0
-    bf16: bool = True  # autocast; AVX-512 bf16 makes matmuls ~7x faster than fp32 on the CPUs we have
+    bf16: bool = True  # autocast where it is native (brisc.hardware.choose_bf16): ~1.5x on AVX-512 BF16/AMX CPUs
     num_workers: int = 2
     eval_batch_size: int = 64
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretrain_epochs: int = 0  # SAE only: greedy layer-wise epochs per layer
     pretrain_lr: float = 1e-3
+    # Mask-guided attention (ViTs; brisc.train.guidance): weight 0 is off. Layers count from 1 like
+    # `--heatmap cls:layer=K` (-1: the last); blur is the target's Gaussian sigma in patches; floor the
+    # uniform share of the target, so no patch outside the lesion is driven to zero attention.
+    guide_weight: float = 0.0
+    guide_layers: tuple[int, ...] = (-1,)
+    guide_blur: float = 1.0
+    guide_floor: float = 0.05
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,15 +139,29 @@ def make_loader(ds, cfg: TrainConfig, env: DistEnv, epoch: int, seed: int) -> Da
                       drop_last=len(ds) > cfg.batch_size)
 
 
+def guided(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    return cfg.guide_weight > 0 and getattr(unwrap(model), "has_attention", False)
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, env: DistEnv, desc: str) -> dict:
+    """One pass over ``loader``: cross-entropy, plus ``guide_weight`` x the mask-guidance loss when the
+    batches carry pooled masks (x, y, masks)."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    guide = guided(model, cfg)
+    layers = resolve_layers(cfg.guide_layers, unwrap(model).depth) if guide else []
+    total_loss, total_guide, correct, seen = 0.0, 0.0, 0, 0
     t0 = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
-        x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
+        x, y = batch[0].to(env.device, non_blocking=True), batch[1].to(env.device, non_blocking=True)
         with autocast_ctx(env.device, cfg.bf16):
-            logits = model(x).logits
+            out = model(x, output_attentions=guide)
+        logits = out.logits
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if guide:
+            g = guidance_loss(out.attentions, batch[2].to(env.device), layers=layers,
+                              prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
+            loss = loss + cfg.guide_weight * g
+            total_guide += g.item() * len(y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad:
@@ -149,12 +171,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-    stats = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+    stats = torch.tensor([total_loss, total_guide, correct, seen], dtype=torch.float64)
     if env.distributed:
         dist.all_reduce(stats)
-    total_loss, correct, seen = stats.tolist()
+    total_loss, total_guide, correct, seen = stats.tolist()
     dt = time.perf_counter() - t0
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "img_s": seen / dt, "seconds": dt}
+    out = {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "img_s": seen / dt, "seconds": dt}
+    return out | ({"guide_loss": total_guide / max(seen, 1)} if guide else {})
 
 
 @torch.no_grad()
@@ -228,7 +251,7 @@ class ResumeError(ValueError):
 def _recipe(config: dict) -> dict:
     """What a resumed run must share with its start, flattened to "model.depth" -> 6 (JSON types, so 5 == 5.0)."""
     return {f"{group}.{k}": json.loads(json.dumps(v)) for group in ("model", "train") for k, v in config[group].items()
-            if k not in ("num_workers", "eval_batch_size")}  # those say how fast, not what is trained
+            if k not in ("num_workers", "eval_batch_size", "bf16")}  # how fast (bf16 follows the CPU), not what is trained
 
 
 def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, env: DistEnv, seed: int,
@@ -237,7 +260,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model.to(env.device)
-    train_ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True)
+    grid = PREP.size // 16 if guided(model, cfg) else 0  # every brisc ViT has 16x16 patches
+    train_ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True, mask_grid=grid)
     val_ds = ScanDataset(splits.val, eval_transform(PREP), PREP, cache=True)
     steps = len(train_ds) // (cfg.batch_size * env.world_size) or 1
     config = {"kind": kind, "model": model_config_dict(model), "train": cfg.to_dict(), "seed": seed,
@@ -278,7 +302,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         m = classification_metrics(logits, y)
         rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
                "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],
-               "train_img_s": tr["img_s"], "seconds": tr["seconds"]}
+               "train_img_s": tr["img_s"], "seconds": tr["seconds"]} | ({"guide_loss": tr["guide_loss"]} if "guide_loss" in tr else {})
         history.append(rec)
         if env.is_main:
             if m["macro_f1"] > best["macro_f1"]:
@@ -292,6 +316,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
                 f"val acc {m['accuracy']:.3f}  val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
+                + (f"guide {tr['guide_loss']:.3f}  " if "guide_loss" in tr else "") +
                 f"{tr['img_s']:.0f} img/s  {tr['seconds']:.1f} s")
         barrier(env)
 

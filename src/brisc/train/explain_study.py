@@ -23,14 +23,14 @@ from brisc.maps import cls_map, rollout
 from brisc.train.explain import score_maps, summarise
 
 
-def variants(att: np.ndarray) -> dict[str, np.ndarray]:
-    """[B, L, H, N, N] -> name -> [B, g, g] maps in [0, 1]."""
+def variants(att: np.ndarray, prefix: int = 1) -> dict[str, np.ndarray]:
+    """[B, L, H, N, N] ([CLS], prefix - 1 registers, patches) -> name -> [B, g, g] maps in [0, 1]."""
     L = att.shape[1]
-    rows = att[:, :, :, 0, 1:]
-    out = {"rollout (plain)": rollout(att)}
+    rows = att[:, :, :, 0, prefix:]
+    out = {"rollout (plain)": rollout(att, prefix=prefix)}
     for s in range(1, L):
-        out[f"rollout from layer {s + 1}"] = rollout(att, start_layer=s)
-    out["rollout, max over heads"] = rollout(att, head_fusion="max")
+        out[f"rollout from layer {s + 1}"] = rollout(att, start_layer=s, prefix=prefix)
+    out["rollout, max over heads"] = rollout(att, head_fusion="max", prefix=prefix)
     for layer in range(L):
         for fusion in ("mean", "max"):
             out[f"[CLS] attention layer {layer + 1}, {fusion} of heads"] = cls_map(rows, layer=layer, head_fusion=fusion)
@@ -51,7 +51,7 @@ def study(run: Path, kind: str = "vit", limit: int | None = None, batch: int = 1
         x = torch.from_numpy(np.stack([load(s.path) for s in chunk]))
         with torch.no_grad():
             att = torch.stack(model(x, output_attentions=True).attentions, 1).float().numpy()
-        for name, maps in variants(att).items():
+        for name, maps in variants(att, model.num_prefix_tokens).items():
             rows.setdefault(name, []).extend(score_maps(maps, chunk))
     return {name: summarise(r) for name, r in rows.items()}
 

@@ -25,6 +25,7 @@ def _labels() -> dict:
 class HFViTClassifier(nn.Module):
     kind = "hf_vit"
     has_attention = True
+    num_prefix_tokens = 1  # [CLS]
 
     def __init__(self, hf_model):
         super().__init__()
@@ -34,6 +35,7 @@ class HFViTClassifier(nn.Module):
                                  f"(got image_size={cfg.image_size}, patch_size={cfg.patch_size})")
         self.model = hf_model
         self.config = cfg
+        self.depth = cfg.num_hidden_layers
 
     @classmethod
     def from_pretrained(cls, id_or_dir: str) -> "HFViTClassifier":

@@ -1,7 +1,11 @@
 """The home-made Vision Transformer, written from scratch (ViT, Dosovitskiy et al. 2021).
 
 224x224 image -> 16x16 patches (196) -> linear patch embedding -> [CLS] + learned positions ->
-pre-norm transformer encoder -> LayerNorm -> head on [CLS].
+(optional registers) -> pre-norm transformer encoder -> LayerNorm -> head on [CLS].
+
+Token order: [CLS], R registers, 196 patches (``num_prefix_tokens`` = 1 + R). Registers carry no
+position; they give the encoder somewhere other than the patches to park global information (the
+attention sinks on border tokens), and every map reads the [CLS] row over the patches only.
 
 Two attention paths: fused (``F.scaled_dot_product_attention``) for speed, and an explicit softmax
 used whenever the attention weights are asked for (or ``fused_attn`` is switched off for export).
@@ -36,6 +40,12 @@ class ViTConfig:
     drop_path: float = 0.1  # stochastic depth (max rate, linear over depth): the regulariser small-data ViTs need most
     head_hidden: int = 0  # 0: linear head (ViT fine-tuning recipe); >0: MLP head with one tanh hidden layer (ViT pre-training)
     norm_eps: float = 1e-6  # timm's value; transformers' ViT uses 1e-12 (set it for parity)
+    registers: int = 0  # learnable tokens after [CLS] without position (Darcet et al. 2024), dropped at the output
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: [CLS] and the registers."""
+        return 1 + self.registers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +154,9 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg)
         n = cfg.grid ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))  # [CLS] and patches, as in transformers' ViT
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.registers, cfg.dim)) if cfg.registers else None
+        self.num_prefix_tokens, self.depth = cfg.num_prefix_tokens, cfg.depth
         self.pos_drop = nn.Dropout(cfg.drop)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
@@ -158,6 +170,8 @@ class VisionTransformer(nn.Module):
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.reg_token is not None:
+            nn.init.trunc_normal_(self.reg_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -172,12 +186,14 @@ class VisionTransformer(nn.Module):
             b.attn.fused_attn = enabled
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
+        return {"pos_embed", "cls_token", "reg_token"}
 
     def forward_features(self, x: torch.Tensor, output_attentions: bool = False):
-        """-> (normalised tokens [B, 1+N, D], per-layer attention [B, H, 1+N, 1+N] or None)."""
+        """-> (normalised tokens [B, P+N, D], per-layer attention [B, H, P+N, P+N] or None; P = num_prefix_tokens)."""
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [B, 1+N, D]
+        if self.reg_token is not None:
+            x = torch.cat([x[:, :1], self.reg_token.expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)  # [B, 1+R+N, D]
         x = self.pos_drop(x)
         attentions = []
         for block in self.blocks:

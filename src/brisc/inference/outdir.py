@@ -1,0 +1,107 @@
+"""The --out folder of brisc-infer: claimed with a marker, locked against a second process, never someone else's.
+
+Rules (each refusal is an ``InferenceError``: one line, exit 2, nothing touched):
+- a new or empty folder is claimed: ``.brisc-infer`` (a small JSON marker) is written first;
+- a folder with the marker holds an earlier run: it is continued with ``--resume`` or started over with
+  ``--overwrite`` (brisc's own files only), and refused with neither;
+- any other non-empty folder, or a path that is a file, is refused: it is not brisc's to write into;
+- while a run works in the folder it holds an exclusive lock on ``.brisc-infer.lock`` (released by the
+  kernel however the process ends), so a second process on the same folder refuses and names the holder;
+- temporaries left by a killed run (``.<name>.tmp<PID>``, see ``brisc.fsio``) are removed once the lock is held.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from brisc.inference.session import InferenceError
+
+MARKER = ".brisc-infer"
+LOCK = ".brisc-infer.lock"
+_STALE_TMP = re.compile(r"^\..+\.tmp\d+$")
+
+
+def is_brisc_output(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out that is not brisc's to write into (see the module's rules); touches nothing."""
+    if resume and overwrite:
+        raise InferenceError("--resume and --overwrite contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise InferenceError(f"{out}: --out is an existing file, not a folder")
+    if not out.is_dir():
+        return
+    try:
+        entries = [e for e in os.listdir(out) if e != LOCK]
+    except OSError as e:
+        raise InferenceError(f"{out}: cannot read the --out folder ({e.strerror})") from None
+    if not entries:
+        return
+    if not is_brisc_output(out):
+        raise InferenceError(f"{out}: --out is a folder with other files in it, not a brisc-infer output "
+                             f"(no {MARKER} marker): choose a new or empty folder")
+    if not (resume or overwrite):
+        raise InferenceError(f"{out} already holds a brisc-infer run: pass --resume to continue it or "
+                             "--overwrite to start over")
+
+
+class OutLock:
+    """Create/claim ``out`` and hold its lock for the run (a context manager)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self._fd: int | None = None
+
+    def __enter__(self) -> "OutLock":
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise InferenceError(f"{self.out}: cannot write the --out folder ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise InferenceError(f"{self.out} is in use by brisc-infer process {holder}: wait for it to finish, "
+                                 "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        try:
+            if not is_brisc_output(self.out):
+                (self.out / MARKER).write_text(json.dumps(
+                    {"tool": "brisc-infer", "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n")
+            remove_stale_temporaries(self.out)
+        except OSError as e:
+            self.__exit__()
+            raise InferenceError(f"{self.out}: cannot write the --out folder ({e.strerror})") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete ``.<name>.tmp<PID>`` files under ``out`` (only called while holding the lock, so none is live)."""
+    n = 0
+    for dirpath, _, files in os.walk(out):
+        for name in files:
+            if _STALE_TMP.match(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+                except OSError:
+                    pass
+    return n
