@@ -5,7 +5,8 @@
 
 For every exported model (fp32 graphs) and every method it supports (its own heatmap, [CLS] attention for
 the ViTs, occlusion for all), runs ``run_inference`` with ``--masks`` on the run's validation tumour images
-and prints pointing game and energy in mask next to the mask area (what a uniform map's energy is).
+and prints pointing game and energy in mask next to the mask area (what a uniform map's energy is), and the
+deletion/insertion AUC of the first 100 of them (brisc-infer's --faithfulness).
 With --examples, copies two hits and two misses of the first model's own map as panel PNGs.
 """
 
@@ -35,7 +36,8 @@ def main() -> None:
     data = json.loads((a.run / a.models.split(",")[0] / "config.json").read_text())["data"]
     samples = sorted((s for s in discover(data).samples if s.path in val and s.mask), key=lambda s: s.path)
     masks = Path(samples[0].mask).parent
-    rows = ["| model | method | images | pointing game | energy in mask | mask area |", "|---|---|---:|---:|---:|---:|"]
+    rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC | insertion AUC |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for kind in a.models.split(","):
             sess = open_session(a.export / f"{kind}.onnx")
@@ -45,11 +47,13 @@ def main() -> None:
                 out = Path(tmp) / f"{kind}-{method}"
                 heat = a.examples is not None and kind == a.models.split(",")[0] and method == "auto"
                 s = run_inference(InferOptions(inputs=tuple(s.path for s in chosen), out=out, masks=masks,
-                                               explain=method, heatmaps=heat), sess, progress=False)
+                                               explain=method, heatmaps=heat,
+                                               faithfulness=0 if method == "occlusion" else 100), sess, progress=False)
                 m = s["masks"]
                 name = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])["explain"]
+                faith = (f"{m['deletion_auc']:.3f} | {m['insertion_auc']:.3f}" if m["faithfulness_n"] else "- | -")
                 rows.append(f"| {kind} | {name} | {m['n']} | {m['pointing_game']:.3f} | {m['energy_in_mask']:.3f} | "
-                            f"{m['mask_area_fraction']:.3f} |")
+                            f"{m['mask_area_fraction']:.3f} | {faith} |")
                 if heat:
                     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
                     hits = [p for p in preds if p["pointing_hit"] and p["correct"]][:2]

@@ -73,7 +73,9 @@ def test_predictions_on_real_brisc_match_pytorch(tiny_run, tiny_export, real_ima
         row = rows[f"{p.parent.name}/{p.name}"]  # several inputs: paths from the folder that holds them all
         got = np.array([row["probabilities"][c] for c in classes])
         assert np.abs(got - r).max() <= 1e-4
-        assert row["predicted"] == classes[int(r.argmax())]
+        assert row["predicted"] == classes[int(got.argmax())]
+        if np.diff(np.sort(r)[-2:])[0] > 2e-4:  # a near-tie of this near-chance model may flip within the tolerance
+            assert row["predicted"] == classes[int(r.argmax())]
         assert row["true_label"] == p.parent.name  # BRISC names carry the ground truth
     s = json.loads((out / "summary.json").read_text())
     assert s["ground_truth"]["n"] == len(real_images) and s["provider"] == "CPUExecutionProvider"

@@ -124,3 +124,18 @@ def test_overrides_parse_by_declared_type_and_leave_the_preset_alone():
     m2, _ = apply_overrides("vit", vit, train, [parse_item("vit.depth=8"), parse_item("vit.depth=3")])
     assert m2.depth == 3  # in order: a later item wins (scripts/vit_sweep.sh relies on it)
     assert apply_overrides("hf_vit", None, TRAIN_PRESETS["cpu"]["hf_vit"], [parse_item("hf_vit.lr=1e-5")])[1].lr == 1e-5
+
+
+def test_bf16_autocast_only_where_the_cpu_has_bf16(monkeypatch):
+    """Emulated bf16 (AVX2, or AVX-512 without BF16) is several times slower than fp32: presets fall back to fp32."""
+    from brisc import hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    on, why = hardware.choose_bf16(None, True, "cpu")
+    assert not on and "emulated" in why
+    on, why = hardware.choose_bf16(True, True, "cpu")  # asked for explicitly: honoured, with the warning
+    assert on and "emulated" in why
+    assert hardware.choose_bf16(None, True, "cuda")[0] and not hardware.choose_bf16(None, False, "cpu")[0]
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert hardware.choose_bf16(None, True, "cpu")[0] and not hardware.choose_bf16(False, True, "cpu")[0]
+    assert "avx512_bf16" in hardware.describe()
