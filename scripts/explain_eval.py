@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--models", default="vit,sae")
     ap.add_argument("--occlusion-limit", type=int, default=100, help="occlusion costs 196 passes an image")
     ap.add_argument("--examples", type=Path, default=None)
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="more .onnx graphs trained on the same split (e.g. an earlier default), own heatmap only")
     a = ap.parse_args()
 
     val = set(json.loads((a.run / "split.json").read_text())["val"])
@@ -39,9 +41,11 @@ def main() -> None:
     rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC | insertion AUC |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in a.models.split(","):
-            sess = open_session(a.export / f"{kind}.onnx")
-            methods = ["auto"] + (["cls"] if "attentions" in sess.output_names else []) + ["occlusion"]
+        graphs = [(kind, a.export / f"{kind}.onnx") for kind in a.models.split(",")] + [(p.name, p) for p in a.also]
+        for kind, graph in graphs:
+            sess = open_session(graph)
+            methods = ["auto"] if graph in a.also else \
+                ["auto"] + (["cls"] if "attentions" in sess.output_names else []) + ["occlusion"]
             for method in methods:
                 chosen = samples[: a.occlusion_limit] if method == "occlusion" else samples
                 out = Path(tmp) / f"{kind}-{method}"

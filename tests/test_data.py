@@ -80,9 +80,9 @@ def test_name_folder_disagreement_is_reported(synth_root, tmp_path):
 
 def test_split_is_stratified_seeded_and_disjoint(synth_root):
     d = discover(synth_root)
-    a, b = make_splits(d, val_fraction=0.25, seed=3), make_splits(d, val_fraction=0.25, seed=3)
+    a, b = (make_splits(d, val_fraction=0.25, seed=3, method="random") for _ in range(2))
     assert [s.path for s in a.val] == [s.path for s in b.val]
-    c = make_splits(d, val_fraction=0.25, seed=4)
+    c = make_splits(d, val_fraction=0.25, seed=4, method="random")
     assert [s.path for s in a.val] != [s.path for s in c.val]
     for k in range(4):
         assert sum(s.label == k for s in a.val) == 3  # 25% of 12 per class

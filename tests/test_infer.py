@@ -327,7 +327,8 @@ def test_shipped_default_model_classifies_real_brisc_validation_scans(brisc_root
     assert meta["shipped_from"].endswith(".int8.onnx") == (q["top1_agreement"] >= MIN_AGREEMENT) == (q["shipped"] == "int8")
     td = meta["training_data"]
     assert td["layout"] == "release" and td["val_images"] > 0
-    splits = make_splits(discover(brisc_root), val_fraction=td["val_fraction"], seed=td["split_seed"])
+    splits = make_splits(discover(brisc_root), val_fraction=td["val_fraction"], seed=td["split_seed"],
+                         method=td.get("split_method") or "random")
     assert len(splits.val) == td["val_images"]
     sample = splits.val[::5]  # 100 validation scans, every class
     out = tmp_path / "o"

@@ -189,6 +189,9 @@ def discover(root: str | os.PathLike) -> Discovery:
     return disc
 
 
+SPLIT_METHODS = ("group", "random")  # group: whole groups of look-alike slices (brisc.grouping); random: per image
+
+
 @dataclass
 class Splits:
     train: list[Sample]
@@ -197,6 +200,8 @@ class Splits:
     seed: int
     val_fraction: float
     duplicates: dict
+    method: str = "random"
+    groups: dict | None = None  # brisc.grouping.group_summary of the train split, for method "group"
 
 
 def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -223,22 +228,41 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
 
 
-def make_splits(disc: Discovery, *, val_fraction: float = 0.1, seed: int = 0) -> Splits:
-    """Train/val/test. Val is carved from train (stratified, seeded) unless the data brings one;
-    test is never used for model selection. Exact duplicates of val or test images leave train."""
+def grouped_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample], dict]:
+    """Seeded, per-class split by whole groups of look-alike slices -> (train, val, group summary)."""
+    from brisc.grouping import group_split, group_summary, similarity_groups
+
+    samples = sorted(samples, key=lambda s: s.path)
+    groups = similarity_groups([s.path for s in samples], [s.label for s in samples])
+    is_val = group_split([s.label for s in samples], groups, val_fraction, seed)
+    train = [s for s, v in zip(samples, is_val) if not v]
+    val = [Sample(**{**asdict(s), "split": "val"}) for s, v in zip(samples, is_val) if v]
+    return train, val, group_summary(groups)
+
+
+def make_splits(disc: Discovery, *, val_fraction: float = 0.1, seed: int = 0, method: str = "group") -> Splits:
+    """Train/val/test. Val is carved from train (stratified, seeded; ``method`` "group" keeps groups of look-alike
+    slices together, "random" draws images) unless the data brings one; test is never used for model selection.
+    Exact duplicates of val or test images leave train."""
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method '{method}' (choose from {', '.join(SPLIT_METHODS)})")
     by_split: dict[str, list[Sample]] = defaultdict(list)
     for s in disc.samples:
         by_split[s.split].append(s)
     test = sorted(by_split["test"], key=lambda s: s.path)
+    summary = None
     if by_split["val"]:
         train, val = sorted(by_split["train"], key=lambda s: s.path), sorted(by_split["val"], key=lambda s: s.path)
+    elif method == "group":
+        train, val, summary = grouped_split(by_split["train"], val_fraction, seed)
     else:
         train, val = stratified_split(by_split["train"], val_fraction, seed)
     held = {s.sha1 for s in val} | {s.sha1 for s in test}
     kept = [s for s in train if s.sha1 not in held]
     audit = duplicate_audit(kept + val + test)
     audit["dropped_from_train"] = len(train) - len(kept)
-    return Splits(train=kept, val=val, test=test, seed=seed, val_fraction=val_fraction, duplicates=audit)
+    return Splits(train=kept, val=val, test=test, seed=seed, val_fraction=val_fraction, duplicates=audit,
+                  method=method, groups=summary)
 
 
 def duplicate_audit(samples: list[Sample]) -> dict:
@@ -282,6 +306,8 @@ def report(disc: Discovery, splits: Splits) -> dict:
             for sp, ss in sorted(found.items())
         },
         "split": {
+            "method": splits.method,
+            "groups": splits.groups,
             "seed": splits.seed,
             "val_fraction": splits.val_fraction,
             **{name: {"images": len(ss), "per_class": _counts(ss)}

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from brisc.data import DataError, default_data_root, discover, make_splits, report
+from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits, report
 
 
 def _print_text(r: dict) -> None:
@@ -20,8 +20,13 @@ def _print_text(r: dict) -> None:
         click.echo(f"        masks: {f['masks_found']} found, {f['masks_joined']} joined, "
                    f"{f['tumour_images_without_mask']} tumour images without a mask")
     s = r["split"]
-    click.echo(f"split   seed {s['seed']}, val fraction {s['val_fraction']}: "
+    click.echo(f"split   {s['method']}, seed {s['seed']}, val fraction {s['val_fraction']}: "
                + ", ".join(f"{k} {s[k]['images']}" for k in ("train", "val", "test")))
+    if s["groups"]:
+        g = s["groups"]
+        click.echo(f"groups  {g['groups']} groups of look-alike slices (same class, thumbnail similarity >= "
+                   f"{g['threshold']}): largest {g['largest']}, {g['singletons']} single images, "
+                   f"{g['images_in_groups_of_2_or_more']} images in groups of two or more; none straddles train and val")
     d = r["duplicates"]
     click.echo(f"dupes   {d['groups']} groups of byte-identical files ({d['cross_split_groups']} across splits, "
                f"{d['conflicting_label_groups']} with conflicting labels); {d['dropped_from_train']} dropped from train")
@@ -38,11 +43,13 @@ def _print_text(r: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--val-fraction", default=0.1, show_default=True, help="Share of train carved out for validation.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the stratified validation split.")
-def main(root: str | None, as_json: bool, val_fraction: float, seed: int) -> None:
+@click.option("--split", "method", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
+              help="group: whole groups of look-alike slices (one patient's neighbours) go to one side; random: per image.")
+def main(root: str | None, as_json: bool, val_fraction: float, seed: int, method: str) -> None:
     """Report what a BRISC 2025 folder holds (default: $BRISC_DATA or ../shared/data/brisc2025)."""
     try:
         disc = discover(root or default_data_root())
-        r = report(disc, make_splits(disc, val_fraction=val_fraction, seed=seed))
+        r = report(disc, make_splits(disc, val_fraction=val_fraction, seed=seed, method=method))
     except DataError as e:
         click.echo(f"brisc-data: error: {e}", err=True)
         sys.exit(2)

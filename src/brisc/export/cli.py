@@ -97,7 +97,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             "heatmap_method": heatmap_method(tm.model, spec), "heatmap": opts.heatmap if tm.model.has_attention else "saliency",
             "explain_methods": (["rollout", "cls"] if tm.model.has_attention else ["saliency"]) + ["occlusion"],
             "validation_metrics": {k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
-            "training_data": {k: tm.config.get(k) for k in ("data", "layout", "split_seed", "val_fraction", "train_images",
+            "training_data": {k: tm.config.get(k) for k in ("data", "layout", "split_seed", "val_fraction", "split_method", "train_images",
                                                             "val_images", "test_images", "preset", "hf_model")},
             "checkpoint_sha256": tm.checkpoint_sha256, "brisc_version": brisc.__version__, "torch": torch.__version__,
         }

@@ -37,6 +37,7 @@ class RunOptions:
     wandb: str = "offline"
     hf_model: str = "google/vit-base-patch16-224-in21k"
     val_fraction: float = 0.1
+    split: str = "group"  # brisc.data.SPLIT_METHODS: group keeps look-alike slices of one patient on one side
     workers: int | None = None
     bf16: bool | None = None
     overrides: tuple[str, ...] = ()  # "vit.depth=8", "vit.augment.rotation=5": see brisc.train.overrides
@@ -66,12 +67,13 @@ def check_resumable(opts: RunOptions, log) -> None:
     if not split.is_file():
         log(f"note: --resume: no run in {opts.out} yet; starting a new one")
         return
-    saved = json.loads(split.read_text())
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in
-               (("seed", opts.seed), ("val_fraction", opts.val_fraction)) if saved.get(k) != v]
+    saved = {"method": "random"} | json.loads(split.read_text())  # runs before group splits were random
+    changed = [f"--{flag} {saved.get(k)} -> {v}" for flag, k, v in
+               (("seed", "seed", opts.seed), ("val-fraction", "val_fraction", opts.val_fraction),
+                ("split", "method", opts.split)) if saved.get(k) != v]
     if changed:
         raise UsageError(f"{opts.out}: the run was started on another split ({'; '.join(changed)}); resume with the "
-                         "same --seed and --val-fraction, or choose a new --out")
+                         "same --seed, --val-fraction and --split, or choose a new --out")
 
 
 def run_training(opts: RunOptions, log=print) -> dict:
@@ -104,7 +106,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
         raise UsageError(str(e)) from None
     try:
         disc = discover(opts.data)
-        splits = make_splits(disc, val_fraction=opts.val_fraction, seed=opts.seed)
+        splits = make_splits(disc, val_fraction=opts.val_fraction, seed=opts.seed, method=opts.split)
     except DataError as e:
         raise UsageError(str(e)) from None
     check_classes(splits, opts.data, log)
@@ -154,7 +156,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 raise UsageError(f"--set {kind}.guide_layers: {e}") from None
 
     run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
-                "val_fraction": opts.val_fraction, "train_images": len(splits.train), "val_images": len(splits.val),
+                "val_fraction": opts.val_fraction, "split_method": opts.split, "split_groups": splits.groups,
+                "train_images": len(splits.train), "val_images": len(splits.val),
                 "test_images": len(splits.test), "dropped_duplicates": splits.duplicates["dropped_from_train"],
                 "preset": opts.preset, "device": str(env.device), "world_size": env.world_size,
                 "hf_model": opts.hf_model if "hf_vit" in opts.models else None,
@@ -162,6 +165,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
     if env.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_json(opts.out / "split.json", {"seed": opts.seed, "val_fraction": opts.val_fraction,
+                                                  "method": opts.split, "groups": splits.groups,
                                                   **{k: [s.path for s in getattr(splits, k)] for k in ("train", "val", "test")}})
     group = broadcast_object(env, f"{opts.out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     tracker = make_tracker(opts.wandb, out_dir=opts.out, group=group, is_main=env.is_main)
@@ -224,6 +228,9 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--hf-model", default="google/vit-base-patch16-224-in21k", show_default=True,
               help="Pretrained HF ViT: hub id or local directory (for --models hf_vit).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
+@click.option("--split", type=click.Choice(["group", "random"]), default="group", show_default=True,
+              help="How validation is carved: group keeps look-alike slices (one patient's neighbours) together, so "
+                   "validation does not share patients with train; random draws images (flatters bigger models).")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX when the preset asks; "
                    "elsewhere fp32, since emulated bf16 is several times slower].")
@@ -231,13 +238,13 @@ def run_training(opts: RunOptions, log=print) -> dict:
               help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
                    "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")
 def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
-         val_fraction, workers, bf16, overrides) -> None:
+         val_fraction, split, workers, bf16, overrides) -> None:
     """Train and compare brisc's models on BRISC 2025; writes checkpoints, comparison.md/json and figures to --out.
 
     Research use only: not a medical device."""
     opts = RunOptions(data=data or default_data_root(), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                       preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                      resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction,
+                      resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction, split=split,
                       workers=workers, bf16=bf16, overrides=overrides)
     try:
         run_training(opts)

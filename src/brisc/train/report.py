@@ -45,7 +45,8 @@ def _f(x, fmt="{:.3f}") -> str:
 def markdown(comp: dict) -> str:
     run = comp["run"]
     lines = [f"# brisc comparison: {run.get('name', '')}", "",
-             f"Data: `{run.get('data')}` ({run.get('layout')}); split seed {run.get('split_seed')}, "
+             f"Data: `{run.get('data')}` ({run.get('layout')}); {run.get('split_method', 'random')} split, "
+             f"seed {run.get('split_seed')}, "
              f"val fraction {run.get('val_fraction')}: train {run.get('train_images')}, val {run.get('val_images')}, "
              f"test {run.get('test_images')}. Preset `{run.get('preset')}`, device {run.get('device')}.",
              "Models are selected on the validation split (macro-F1); the test split, when present, is only reported.", "",
