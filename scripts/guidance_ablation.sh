@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Mask-guidance ablation for the home-made ViT on real BRISC (docs/results.md, "Maps that point at the tumour"):
 # the cpu recipe on a short budget (6 epochs, 1 warmup), one change at a time, then the table (scripts/guidance_table.py).
-# Usage: bash scripts/guidance_ablation.sh [OUT_ROOT]   (default artifacts/runs/ablation; a finished run is kept)
+# Usage: bash scripts/guidance_ablation.sh [OUT_ROOT]   (default artifacts/runs/ablation; a finished run is kept;
+#        NAMES="a0-base a2-guide" runs a subset). The runs use the random split of the reference run they compare with.
 set -euo pipefail
 root=${1:-artifacts/runs/ablation}
-short=(--models vit --preset cpu --epochs 6 --set vit.warmup_epochs=1 --wandb disabled)
+short=(--models vit --preset cpu --epochs 6 --set vit.warmup_epochs=1 --split random --wandb disabled)
 declare -A variants=(
   [a0-base]=""
   [a1-registers]="--set vit.registers=4"
@@ -13,7 +14,8 @@ declare -A variants=(
   [a4-guide-layer3]="--set vit.guide_weight=1 --set vit.guide_layers=3"
   [a5-guide-weight0.3]="--set vit.guide_weight=0.3"
 )
-for name in a0-base a3-guide-registers a2-guide a1-registers a4-guide-layer3 a5-guide-weight0.3; do
+names=${NAMES:-a0-base a3-guide-registers a2-guide a1-registers a4-guide-layer3 a5-guide-weight0.3}
+for name in $names; do
   [[ -f $root/$name/vit/metrics.json ]] && { echo "$name: done, kept"; continue; }
   # shellcheck disable=SC2086
   brisc-train "${short[@]}" ${variants[$name]} --out "$root/$name" --resume

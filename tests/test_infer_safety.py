@@ -85,6 +85,10 @@ def test_a_folder_that_is_not_a_brisc_output_is_refused_and_untouched(tiny_expor
         _one_line_exit_2(r, "not a brisc-infer output")
     assert sorted(os.listdir(out)) == ["index.html", "predictions.csv"]
     assert (out / "predictions.csv").read_text() == "my own table\n"
+    legacy = tmp_path / "legacy"  # written by a brisc-infer from before the marker: still brisc's to resume
+    _infer(tiny_export / "vit.onnx", scans, "--out", legacy, check=True)
+    (legacy / MARKER).unlink()
+    _infer(tiny_export / "vit.onnx", scans, "--out", legacy, "--resume", check=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     _infer(tiny_export / "vit.onnx", scans, "--out", empty, check=True)  # an empty folder is fine

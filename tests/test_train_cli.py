@@ -175,3 +175,19 @@ def test_run_files_are_strict_json_and_world_readable(tiny_run):
     # A class absent from a tiny validation split has an undefined AUC: null, not NaN.
     aucs = [c["auc"] for r in comp["models"] for c in r["val_per_class"].values()]
     assert all(a is None or not math.isnan(a) for a in aucs)
+
+
+def test_guided_run_with_registers_records_its_recipe_and_exports(resume_data, tmp_path):
+    out = tmp_path / "run"
+    run_cli("brisc.train.cli", "--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "2",
+            "--wandb", "disabled", "--out", out, "--set", "vit.guide_weight=0.5", "--set", "vit.guide_layers=1,2",
+            "--set", "vit.registers=2")
+    cfg = json.loads((out / "vit" / "config.json").read_text())
+    assert cfg["train"]["guide_weight"] == 0.5 and cfg["train"]["guide_layers"] == [1, 2]
+    assert cfg["model"]["registers"] == 2 and cfg["split_method"] == "group"
+    hist = json.loads((out / "vit" / "metrics.json").read_text())["history"]
+    assert all(h["guide_loss"] > 0 for h in hist)
+    expl = json.loads((out / "vit" / "metrics.json").read_text())["explanations"]
+    assert {"rollout", "cls", "cls:layer=1", "cls:layer=2"} <= set(expl)
+    run_cli("brisc.export.cli", "--run", out, "--out", tmp_path / "export", "--heatmap", "cls:layer=2")
+    assert (tmp_path / "export" / "vit.onnx").stat().st_size > 0  # the export's own check compared it with PyTorch

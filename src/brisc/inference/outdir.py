@@ -27,7 +27,14 @@ _STALE_TMP = re.compile(r"^\..+\.tmp\d+$")
 
 
 def is_brisc_output(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    """The marker, or (outputs of brisc-infer versions before the marker) a predictions.jsonl of brisc rows."""
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        with open(folder / "predictions.jsonl", encoding="utf-8") as f:
+            return "model_sha256" in json.loads(f.readline())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
