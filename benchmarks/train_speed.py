@@ -45,7 +45,7 @@ def run(preset: str = "cpu", batch: int = 64, repeats: int = 5, device: str = "c
         ours = VisionTransformer(cfg).to(dev).train()
         ref = timm.models.vision_transformer.VisionTransformer(
             img_size=224, patch_size=16, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-            mlp_ratio=cfg.mlp_ratio, num_classes=4, drop_path_rate=cfg.drop_path).to(dev).train()
+            mlp_ratio=cfg.mlp_ratio, num_classes=4, drop_path_rate=cfg.drop_path, reg_tokens=cfg.registers).to(dev).train()
         t_ours = median_time(step_fn(ours, x, y, bf16, dev), repeats=repeats)
         t_ref = median_time(step_fn(ref, x, y, bf16, dev), repeats=repeats)
         label = "fp32"

@@ -191,3 +191,16 @@ def test_guided_run_with_registers_records_its_recipe_and_exports(resume_data, t
     assert {"rollout", "cls", "cls:layer=1", "cls:layer=2"} <= set(expl)
     run_cli("brisc.export.cli", "--run", out, "--out", tmp_path / "export", "--heatmap", "cls:layer=2")
     assert (tmp_path / "export" / "vit.onnx").stat().st_size > 0  # the export's own check compared it with PyTorch
+
+
+def test_init_starts_from_another_runs_weights_and_refuses_another_architecture(resume_data, tmp_path):
+    args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "1", "--wandb", "disabled"]
+    run_cli("brisc.train.cli", *args, "--out", tmp_path / "a")
+    run_cli("brisc.train.cli", *args, "--out", tmp_path / "b", "--init", tmp_path / "a", "--lr", "1e-9")
+    a, b = _weights(tmp_path / "a" / "vit"), _weights(tmp_path / "b" / "vit")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # a near-zero learning rate: still run a's weights
+    assert json.loads((tmp_path / "b" / "vit" / "config.json").read_text())["init"] == str(tmp_path / "a")
+    r = run_cli("brisc.train.cli", *args, "--out", tmp_path / "c", "--init", tmp_path / "a", "--set", "vit.depth=1",
+                check=False)
+    assert r.returncode == 2 and "cannot start vit from it" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()

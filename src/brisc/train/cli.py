@@ -41,6 +41,7 @@ class RunOptions:
     workers: int | None = None
     bf16: bool | None = None
     overrides: tuple[str, ...] = ()  # "vit.depth=8", "vit.augment.rotation=5": see brisc.train.overrides
+    init: Path | None = None  # a run folder whose <model>/model.safetensors each model starts from (same architecture)
 
 
 MIN_PER_CLASS = 5  # below this a class's validation share is a handful of images: warned, not refused
@@ -146,6 +147,12 @@ def run_training(opts: RunOptions, log=print) -> dict:
             raise UsageError(str(e)) from None
         except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
             raise UsageError(f"{kind}: {e}") from None
+        if opts.init is not None:
+            weights = opts.init / kind / "model.safetensors"
+            try:
+                ckpt.load_weights(weights, models[kind])
+            except (OSError, RuntimeError) as e:  # missing file, or another architecture
+                raise UsageError(f"--init {weights}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
         cfg = configs[kind][1]
         if cfg.guide_weight:
             if not models[kind].has_attention:
@@ -161,7 +168,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 "test_images": len(splits.test), "dropped_duplicates": splits.duplicates["dropped_from_train"],
                 "preset": opts.preset, "device": str(env.device), "world_size": env.world_size,
                 "hf_model": opts.hf_model if "hf_vit" in opts.models else None,
-                "torch": torch.__version__, "cpu": describe()}
+                "torch": torch.__version__, "cpu": describe(), "init": str(opts.init) if opts.init else None}
     if env.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_json(opts.out / "split.json", {"seed": opts.seed, "val_fraction": opts.val_fraction,
@@ -234,18 +241,20 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX when the preset asks; "
                    "elsewhere fp32, since emulated bf16 is several times slower].")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Start each model from the best weights of this run folder (same architecture), e.g. to fine-tune.")
 @click.option("--set", "overrides", multiple=True, metavar="MODEL.KEY=VALUE",
               help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
                    "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")
 def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
-         val_fraction, split, workers, bf16, overrides) -> None:
+         val_fraction, split, workers, bf16, init, overrides) -> None:
     """Train and compare brisc's models on BRISC 2025; writes checkpoints, comparison.md/json and figures to --out.
 
     Research use only: not a medical device."""
     opts = RunOptions(data=data or default_data_root(), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                       preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction, split=split,
-                      workers=workers, bf16=bf16, overrides=overrides)
+                      workers=workers, bf16=bf16, overrides=overrides, init=init)
     try:
         run_training(opts)
     except UsageError as e:
