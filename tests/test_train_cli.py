@@ -204,3 +204,12 @@ def test_init_starts_from_another_runs_weights_and_refuses_another_architecture(
                 check=False)
     assert r.returncode == 2 and "cannot start vit from it" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_class_with_a_handful_of_images_is_warned_about(tmp_path):
+    generate(tmp_path / "d", per_class=6, test_per_class=0, seed=2)
+    for p in sorted((tmp_path / "d" / "classification_task" / "train" / "pituitary").glob("*.jpg"))[3:]:
+        p.unlink()
+    r = run_cli("brisc.train.cli", "--data", tmp_path / "d", "--models", "vit", "--preset", "tiny", "--epochs", "1",
+                "--wandb", "disabled", "--out", tmp_path / "run")
+    assert "class pituitary has only 3 image(s)" in r.stdout
