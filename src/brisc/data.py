@@ -287,6 +287,8 @@ def _counts(samples: list[Sample]) -> dict[str, int]:
 
 def report(disc: Discovery, splits: Splits) -> dict:
     """Everything ``brisc-data`` prints, as plain JSON types."""
+    from brisc.grouping import look_alike_share
+
     found: dict[str, list[Sample]] = defaultdict(list)
     for s in disc.samples:
         found[s.split].append(s)
@@ -313,6 +315,8 @@ def report(disc: Discovery, splits: Splits) -> dict:
             **{name: {"images": len(ss), "per_class": _counts(ss)}
                for name, ss in (("train", splits.train), ("val", splits.val), ("test", splits.test))},
         },
+        "look_alike_val_share": look_alike_share([(s.path, s.label) for s in splits.val],
+                                                 [(s.path, s.label) for s in splits.train]),
         "duplicates": splits.duplicates,
         "unreadable": [{"path": p, "reason": r} for p, r in disc.unreadable],
         "name_mismatches": [{"path": p, "folder": f, "name": n} for p, f, n in disc.name_mismatches],

@@ -8,6 +8,7 @@ import sys
 import click
 
 from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits, report
+from brisc.grouping import THRESHOLD
 
 
 def _print_text(r: dict) -> None:
@@ -27,6 +28,8 @@ def _print_text(r: dict) -> None:
         click.echo(f"groups  {g['groups']} groups of look-alike slices (same class, thumbnail similarity >= "
                    f"{g['threshold']}): largest {g['largest']}, {g['singletons']} single images, "
                    f"{g['images_in_groups_of_2_or_more']} images in groups of two or more; none straddles train and val")
+    click.echo(f"leakage {r['look_alike_val_share']:.3f} of validation images have a look-alike of their class in train "
+               f"(thumbnail similarity >= {THRESHOLD})")
     d = r["duplicates"]
     click.echo(f"dupes   {d['groups']} groups of byte-identical files ({d['cross_split_groups']} across splits, "
                f"{d['conflicting_label_groups']} with conflicting labels); {d['dropped_from_train']} dropped from train")

@@ -21,6 +21,11 @@ def tmp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def is_tmp_name(name: str) -> bool:
+    """A name ``tmp_path`` makes (a killed writer's leftover, once no writer is live)."""
+    return name.startswith(".") and name.rpartition(".tmp")[2].isdigit()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield the temporary sibling to write; it replaces ``path`` when the block ends, and is removed if it raises."""

@@ -50,8 +50,7 @@ def similarity_groups(paths: list[str], keys: list, threshold: float = THRESHOLD
     """Group id per image: connected components of "same key (the class) and thumbnail similarity >= threshold".
     Unreadable images are groups of their own. Ids are the index of the group's first member (order-independent
     of threads)."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        thumbs = list(pool.map(thumbnail, paths))
+    thumbs = _thumbs(paths)
     parent = list(range(len(paths)))
     by_key: dict = defaultdict(list)
     for i, (k, t) in enumerate(zip(keys, thumbs)):
@@ -65,6 +64,24 @@ def similarity_groups(paths: list[str], keys: list, threshold: float = THRESHOLD
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
     return [_find(parent, i) for i in range(len(paths))]
+
+
+def _thumbs(paths: list[str]) -> list[np.ndarray | None]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(thumbnail, paths))
+
+
+def look_alike_share(val: list[tuple[str, int]], train: list[tuple[str, int]], threshold: float = THRESHOLD) -> float:
+    """Share of validation images (path, label) with an image of the same class in train at thumbnail
+    similarity >= ``threshold``: how much a split lets validation share patients with train."""
+    tv, tt = _thumbs([p for p, _ in val]), _thumbs([p for p, _ in train])
+    hits = 0
+    for label in {y for _, y in val}:
+        v = [t for t, (_, y) in zip(tv, val) if y == label and t is not None]
+        t = [t for t, (_, y) in zip(tt, train) if y == label and t is not None]
+        if v and t:
+            hits += int(((np.stack(v) @ np.stack(t).T) >= threshold).any(1).sum())
+    return hits / max(len(val), 1)
 
 
 def group_split(labels: list[int], groups: list[int], val_fraction: float, seed: int) -> list[bool]:

@@ -37,11 +37,6 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def has_vnni() -> bool:
-    """INT8 dot products without the u8*s8 saturation of plain AVX2/AVX-512 (ORT's reduce_range note)."""
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 def cpu_native_bf16() -> bool:
     """True where bf16 matmuls run in hardware (AVX-512 BF16 or AMX), so bf16 autocast is a speed-up."""
     flags = cpu_flags()

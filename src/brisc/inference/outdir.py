@@ -15,15 +15,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from brisc.fsio import is_tmp_name
 from brisc.inference.session import InferenceError
 
 MARKER = ".brisc-infer"
 LOCK = ".brisc-infer.lock"
-_STALE_TMP = re.compile(r"^\..+\.tmp\d+$")
 
 
 def is_brisc_output(folder: Path) -> bool:
@@ -105,7 +104,7 @@ def remove_stale_temporaries(out: Path) -> int:
     n = 0
     for dirpath, _, files in os.walk(out):
         for name in files:
-            if _STALE_TMP.match(name):
+            if is_tmp_name(name):
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     n += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from brisc.data import DataError, default_data_root, discover, make_splits
+from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits
 
 MODEL_CHOICES = ("vit", "hf_vit", "sae")
 
@@ -63,7 +63,7 @@ def check_classes(splits, data: Path, log) -> None:
 
 
 def check_resumable(opts: RunOptions, log) -> None:
-    """--resume continues the split it started with: another --seed or --val-fraction is refused, by name."""
+    """--resume continues the split it started with: another --seed, --val-fraction or --split is refused, by name."""
     split = opts.out / "split.json"
     if not split.is_file():
         log(f"note: --resume: no run in {opts.out} yet; starting a new one")
@@ -235,7 +235,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--hf-model", default="google/vit-base-patch16-224-in21k", show_default=True,
               help="Pretrained HF ViT: hub id or local directory (for --models hf_vit).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
-@click.option("--split", type=click.Choice(["group", "random"]), default="group", show_default=True,
+@click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
               help="How validation is carved: group keeps look-alike slices (one patient's neighbours) together, so "
                    "validation does not share patients with train; random draws images (flatters bigger models).")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")

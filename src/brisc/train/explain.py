@@ -89,13 +89,13 @@ def randomisation_check(model: torch.nn.Module, images: np.ndarray, method: str,
 
     x = torch.from_numpy(images).to(next(model.parameters()).device)
     ref = explanation_maps(model, x)[method]
-    blocks = model.blocks if hasattr(model, "blocks") else model.model.vit.encoder.layer
     rand = copy.deepcopy(model)
-    rand_blocks = rand.blocks if hasattr(rand, "blocks") else rand.model.vit.encoder.layer
+    layers = rand.blocks if hasattr(rand, "blocks") else rand.model.vit.encoder.layer  # home-made ViT | HF ViT
+    head = rand.head if hasattr(rand, "head") else rand.model.classifier
     torch.manual_seed(seed)
     rows = []
-    for k in range(len(blocks) + 1):  # k = number of top layers re-initialised, besides the head
-        parts = [rand.head if hasattr(rand, "head") else rand.model.classifier] + list(rand_blocks[len(blocks) - k:])
+    for k in range(len(layers) + 1):  # k = number of top layers re-initialised, besides the head
+        parts = [head] + list(layers[len(layers) - k:])
         for part in parts:
             for m in part.modules():
                 if isinstance(m, torch.nn.Linear):
