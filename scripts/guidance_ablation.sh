@@ -13,8 +13,9 @@ declare -A variants=(
   [a3-guide-registers]="--set vit.guide_weight=1 --set vit.registers=4"
   [a4-guide-layer3]="--set vit.guide_weight=1 --set vit.guide_layers=3"
   [a5-guide-weight0.3]="--set vit.guide_weight=0.3"
+  [a6-sharp-registers]="--set vit.guide_weight=2 --set vit.guide_blur=0 --set vit.guide_floor=0.02 --set vit.registers=4"
 )
-names=${NAMES:-a0-base a3-guide-registers a2-guide a1-registers a4-guide-layer3 a5-guide-weight0.3}
+names=${NAMES:-a0-base a3-guide-registers a2-guide a1-registers a6-sharp-registers a4-guide-layer3 a5-guide-weight0.3}
 for name in $names; do
   [[ -f $root/$name/vit/metrics.json ]] && { echo "$name: done, kept"; continue; }
   # shellcheck disable=SC2086
