@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import export_speed  # noqa: E402
+import gallery_load  # noqa: E402
 import help_time  # noqa: E402
 import infer_throughput  # noqa: E402
 import synth_speed  # noqa: E402
@@ -26,7 +27,8 @@ def main() -> None:
     export = Path(os.environ.get("BRISC_EXPORT", "artifacts/export/brisc-cpu"))
     data = Path(os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
     parts = [f"# brisc benchmarks\n\nMachine: {machine()}. Written by `make bench` on {time.strftime('%Y-%m-%d')}.\n"]
-    jobs = [("training speed", train_speed.run), ("synthetic data", synth_speed.run), ("CLI start-up", help_time.run)]
+    jobs = [("training speed", train_speed.run), ("synthetic data", synth_speed.run), ("CLI start-up", help_time.run),
+            ("gallery load", gallery_load.run)]
     if (run / "vit" / "model.safetensors").is_file():
         jobs.append(("PyTorch vs onnxruntime", lambda: export_speed.run(str(run), str(export))))
         for name in ("vit.onnx", "vit.int8.onnx"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -116,3 +117,10 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "tiny"
     run_cli("brisc.export.cli", "--run", tiny_run, "--out", out, "--quantize", "int8")
     return out
+
+
+def gallery_data(index) -> dict:
+    """The rows and settings that brisc-infer's index.html carries as JSON."""
+    page = index.read_text(encoding="utf-8")
+    block = page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0]
+    return json.loads(block)

@@ -39,6 +39,11 @@ def main(out: Path, per_class: int, epochs: int) -> None:
     from brisc.inference.session import open_session
     from brisc.train.cli import RunOptions, run_training
 
+    marker = out / ".brisc-demo"  # the demo starts fresh in its own folder only: never wipe anyone else's files
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise click.UsageError(f"{out} holds files that brisc-demo did not write: choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     data = out / "synthetic_brisc"
     s = generate(data, per_class=per_class, test_per_class=max(4, per_class // 4), seed=0)
     click.echo(f"[1/4] synthetic BRISC: {s['images']} images, {s['masks']} masks in {data}")
@@ -57,12 +62,11 @@ def main(out: Path, per_class: int, epochs: int) -> None:
     export_run(ExportOptions(run=run, out=export, quantize="int8"), log=click.echo)
 
     infer = out / "infer"
-    shutil.rmtree(infer, ignore_errors=True)
     click.echo("[4/4] brisc-infer --heatmaps (home-made ViT, INT8) on the synthetic test split")
     sess = open_session(export / "vit.int8.onnx")
     summary = run_inference(InferOptions(inputs=(str(data / "classification_task" / "test"),), out=infer, heatmaps=True,
-                                         masks=data / "segmentation_task" / "test" / "masks"), sess, progress=False)
-    click.echo(json.dumps({k: summary[k] for k in ("classified", "failures", "per_class", "img_per_s")}))
+                                         overwrite=True, masks=data / "segmentation_task" / "test" / "masks"), sess, progress=False)
+    click.echo(json.dumps({k: summary[k] for k in ("classified", "failures", "predicted_per_class", "img_per_s")}))
     if "ground_truth" in summary:
         click.echo(f"accuracy on the synthetic test split: {summary['ground_truth']['accuracy']:.3f}")
     click.echo(f"gallery: {infer / 'index.html'}\nResearch use only: not a medical device.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -72,9 +73,36 @@ def export_onnx(wrapper: ExportWrapper, path: Path, *, images: np.ndarray, opset
         for k, v in metadata.items():
             proto.metadata_props.add(key=k, value=v)
         onnx.save(proto, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
+        onnx.checker.check_model(str(tmp), full_check=True)  # before fusing: the checker knows no contrib ops
+        fused = fuse_for_onnxruntime(tmp)
         diffs = check_against_torch(ort_runner(tmp), wrapper, images, f"{path.name} (onnxruntime)")
-    return {"max_abs_diff": diffs, "images": int(len(images))}
+    return {"max_abs_diff": diffs, "images": int(len(images)), "fused_ops": fused}
+
+
+def fuse_for_onnxruntime(path: Path) -> dict[str, int]:
+    """Rewrite the graph in place with onnxruntime's transformer fusions that keep every output: LayerNorm,
+    GELU and bias+GELU, skip+LayerNorm. The fused Attention op is left out on purpose: it does not return
+    the attention probabilities that ``attentions``, ``rollout`` and ``heatmap`` are made of. The fusions
+    are portable graph rewrites (no CPU-specific layouts), so the file runs anywhere onnxruntime does.
+    Returns the count of each fused operator."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("vit")
+    options.enable_attention = False
+    logger = logging.getLogger("onnxruntime.transformers")  # it reports skipped shape inference as errors
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            model = optimize_model(str(path), model_type="vit", num_heads=0, hidden_size=0,
+                                   optimization_options=options, opt_level=0)
+            model.save_model_to_file(str(path))
+    finally:
+        logger.setLevel(level)
+    return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
 
 def metadata_props(meta: dict) -> dict[str, str]:

@@ -7,6 +7,7 @@ rollout [B, 14, 14]; with ``full_attention`` also attentions_full [B, L, H, 197,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,29 +59,32 @@ def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
     return cls.reshape(-1, grid, grid).to(dtype)
 
 
-def cls_map_torch(att: torch.Tensor, grid: int, layer: int = -1, head_fusion: str = "mean",
+def cls_map_torch(atts: Sequence[torch.Tensor], grid: int, layer: int = -1, head_fusion: str = "mean",
                   prefix: int = 1) -> torch.Tensor:
-    """[B, L, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads."""
-    row = att[:, layer, :, 0, prefix:].double()  # [B, H, patches]
+    """L x [B, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads."""
+    row = atts[layer][:, :, 0, prefix:].double()  # [B, H, patches]
     fused = row.mean(1) if head_fusion == "mean" else row.max(1).values
-    return _scale(fused, grid, att.dtype)
+    return _scale(fused, grid, atts[0].dtype)
 
 
-def rollout_torch(att: torch.Tensor, grid: int, start_layer: int = 0, head_fusion: str = "mean",
+def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0, head_fusion: str = "mean",
                   prefix: int = 1) -> torch.Tensor:
-    """[B, L, H, N, N] -> [B, g, g]: heads fused, identity added, rows renormalised, product over
-    layers, [CLS] row without [CLS], min-max scaled per image. Mirrors ``brisc.maps.rollout``."""
-    a = att[:, start_layer:].double()  # float64: min-max scaling magnifies float32 rounding
-    a = a.mean(2) if head_fusion == "mean" else a.max(2).values  # [B, L, N, N]
-    n = a.shape[-1]
-    a = a + torch.eye(n, dtype=a.dtype, device=a.device)
-    a = a / a.sum(-1, keepdim=True)
-    r = a[:, 0]
-    for layer in range(1, a.shape[1]):
-        r = a[:, layer] @ r
-    return _scale(r[:, 0, prefix:], grid, att.dtype)  # the [CLS] row over the patches
+    """L x [B, H, N, N] -> [B, g, g]: heads fused, identity added, rows renormalised, product over
+    layers, [CLS] row without [CLS], min-max scaled per image. Mirrors ``brisc.maps.rollout``.
 
+    Only the [CLS] row of the product is needed, so it is carried as a row vector from the last layer down
+    (e0^T A_L ... A_1): L vector-matrix products instead of L matrix products, and no [B, L, H, N, N] stack."""
 
+    def fused(a: torch.Tensor) -> torch.Tensor:  # [B, H, N, N] -> [B, N, N], float64, residual added
+        a = (a.mean(1) if head_fusion == "mean" else a.max(1).values).double()  # float64: min-max scaling
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)  # magnifies float32 rounding
+        return a / a.sum(-1, keepdim=True)
+
+    layers = list(atts)[start_layer:]
+    v = fused(layers[-1])[:, :1]  # [B, 1, N]: the [CLS] row of the last layer
+    for a in reversed(layers[:-1]):
+        v = v @ fused(a)
+    return _scale(v[:, 0, prefix:], grid, atts[0].dtype)  # the [CLS] row over the patches
 
 
 def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
@@ -112,12 +116,12 @@ class ExportWrapper(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.model.has_attention:
             out = self.model(pixel_values, output_attentions=True)
-            att = torch.stack(out.attentions, 1)  # [B, L, H, N, N]
+            att = out.attentions  # L x [B, H, N, N]
             p = self.model.num_prefix_tokens
             rollout = rollout_torch(att, self.grid, prefix=p)
-            cls = att[:, :, :, 0, p:]  # [B, L, H, patches]: registers are dropped here
+            cls = torch.stack([a[:, :, 0, p:] for a in att], 1)  # [B, L, H, patches]: registers dropped here
             probs = torch.softmax(out.logits / self.temperature, -1)
-            extra = (att,) if self.full_attention else ()
+            extra = (torch.stack(att, 1),) if self.full_attention else ()  # [B, L, H, N, N]
             h = self.heatmap
             if h == HeatmapSpec():  # plain rollout: a copy, so both outputs exist in the graph
                 heat = rollout.clone()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+CMAPS = ("viridis", "inferno", "magma")  # heatmap.COLORMAPS, spelled here so that --help needs no numpy (tested)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 
 
@@ -15,7 +16,12 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
-@click.option("--heatmaps", is_flag=True, help="Write heatmaps/<path>.png (overlay), .panel.png, .npy and index.html.")
+@click.option("--heatmaps", is_flag=True,
+              help="Write heatmaps/<path>.jpg (the scan with the map on top, ~40 KB), thumbnails/<path>.jpg and "
+                   "index.html (a gallery to filter and sort).")
+@click.option("--panels", is_flag=True, help="With --heatmaps: also heatmaps/<path>.panel.png, scan | overlay with "
+                                              "the prediction, true label, mask outline and legend (~150 KB a scan).")
+@click.option("--save-maps", is_flag=True, help="With --heatmaps: also the raw 14x14 map as heatmaps/<path>.npy.")
 @click.option("--explain", type=click.Choice(["auto", "rollout", "cls", "occlusion"]), default="auto", show_default=True,
               help="auto: the model's recommended `heatmap` output (named in its sidecar: rollout or an early "
                    "layer's [CLS] attention for ViTs, saliency for the SAE); rollout: plain attention rollout; cls: "
@@ -32,10 +38,11 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--resume", is_flag=True, help="Skip scans already in --out/predictions.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds predictions.")
-@click.option("--cmap", type=click.Choice(["viridis", "inferno", "magma", "gray"]), default="viridis", show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Heatmap opacity.")
+@click.option("--cmap", type=click.Choice(CMAPS), default="viridis", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Heatmap opacity at the map's peak; it fades to clear where the map is low.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(scans, model, out, heatmaps, explain, masks, faithfulness, batch_size, threads, workers, device, recursive,
+def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfulness, batch_size, threads, workers, device, recursive,
          resume, overwrite, cmap, alpha, quiet) -> None:
     """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
     no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
@@ -59,6 +66,9 @@ def main(scans, model, out, heatmaps, explain, masks, faithfulness, batch_size, 
     if batch_size < 1 or workers < 1 or faithfulness < 0:
         click.echo("brisc-infer: error: --batch-size and --workers must be >= 1, --faithfulness >= 0", err=True)
         sys.exit(EXIT_USAGE)
+    if (panels or save_maps) and not heatmaps:
+        click.echo("brisc-infer: error: --panels and --save-maps add to --heatmaps: pass it too", err=True)
+        sys.exit(EXIT_USAGE)
     if masks is not None and not masks.is_dir():
         click.echo(f"brisc-infer: error: {masks}: masks folder not found", err=True)
         sys.exit(EXIT_USAGE)
@@ -66,7 +76,8 @@ def main(scans, model, out, heatmaps, explain, masks, faithfulness, batch_size, 
         sess = open_session(model, device=device, threads=threads)
         if not quiet:
             click.echo(f"model {sess.path} ({sess.meta.get('model_kind')}), provider {sess.provider}", err=True)
-        opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, explain=explain, masks=masks,
+        opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, panels=panels, save_maps=save_maps,
+                            explain=explain, masks=masks,
                             batch_size=batch_size, recursive=recursive, resume=resume, overwrite=overwrite,
                             cmap=cmap, alpha=alpha, workers=workers, faithfulness=faithfulness)
         s = run_inference(opts, sess, progress=not quiet)
@@ -79,24 +90,30 @@ def main(scans, model, out, heatmaps, explain, masks, faithfulness, batch_size, 
                    f"{out} (continue with --resume)", err=True)
         sys.exit(128 + signum)
     if not quiet:
-        per = ", ".join(f"{k} {v}" for k, v in s["per_class"].items())
-        click.echo(f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out}): {per}; "
-                   f"{s['failures']} failed, {s['skipped_non_images']} non-images skipped; "
-                   f"{s['img_per_s'] or 0:.1f} img/s", err=True)
-        if "ground_truth" in s:
-            g = s["ground_truth"]
-            click.echo(f"ground truth known for {g['n']}: accuracy {g['accuracy']:.3f}, macro-F1 {g['macro_f1']:.3f}", err=True)
-        if "masks" in s:
-            m = s["masks"]
-            line = (f"maps scored on {m['n']} tumour masks: pointing game {m['pointing_game']:.3f}, energy in mask "
-                    f"{m['energy_in_mask'] or 0:.3f} (a uniform map scores the mask area, {m['mask_area_fraction']:.3f})")
-            if m["faithfulness_n"]:
-                line += (f"; on {m['faithfulness_n']} of them deletion AUC {m['deletion_auc']:.3f} (lower is better), "
-                         f"insertion AUC {m['insertion_auc']:.3f} (higher is better)")
+        for line in summary_lines(s, out):
             click.echo(line, err=True)
     if s["classified"] == 0:
         sys.exit(EXIT_NOTHING)
     sys.exit(EXIT_SOME_FAILED if s["failures"] else EXIT_OK)
+
+
+def summary_lines(s: dict, out: Path) -> list[str]:
+    """The run's summary in plain words (the same figures as summary.json)."""
+    per = ", ".join(f"{k} {v}" for k, v in s["predicted_per_class"].items())
+    lines = [f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out}); predicted: {per}; "
+             f"{s['failures']} failed, {s['skipped_non_images']} non-images skipped; {s['img_per_s'] or 0:.1f} img/s"]
+    if "ground_truth" in s:
+        g = s["ground_truth"]
+        lines.append(f"true class known for {g['n']} (from file or folder names): accuracy {g['accuracy']:.3f}, "
+                     f"macro-F1 {g['macro_f1']:.3f} over the {len(g['macro_f1_classes'])} classes present")
+    if "masks" in s:
+        m = s["masks"]
+        lines.append(m["explanation"])
+        if m["faithfulness_n"]:
+            lines.append(f"faithfulness on {m['faithfulness_n']} of them: deletion AUC {m['deletion_auc']:.3f} (lower: "
+                         f"hiding the map's top patches first hurts the prediction sooner), insertion AUC "
+                         f"{m['insertion_auc']:.3f} (higher is better)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,37 +1,121 @@
-"""index.html: an offline gallery of the heatmaps (no scripts or fonts from the network)."""
+"""index.html: an offline gallery that finds the mistakes (no scripts or fonts from the network).
+
+The rows travel as one JSON block and a small script draws one page of thumbnails at a time, so the page
+loads as fast for 100,000 scans as for 100: filters (wrong only, predicted class, true class, probability
+range, pointing-game misses), sorting, paging, and a confusion matrix of this run whose cells filter.
+Every string from a file name reaches the page as text (``textContent``), never as markup.
+"""
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from urllib.parse import quote
 
 from brisc.fsio import write_text_atomic
 
+PAGE_SIZE = 60
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>brisc-infer gallery</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
-th {{ cursor: pointer; background: #f4f4f4; }} img {{ width: 160px; height: 160px; object-fit: contain; background: #000; }}
-.warn {{ background: #fff3cd; padding: .5em 1em; border: 1px solid #e0c36b; }}
+body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }
+.warn { background: #fff3cd; padding: .5em 1em; border: 1px solid #e0c36b; }
+#controls { display: flex; flex-wrap: wrap; gap: .6em 1.2em; align-items: center; margin: 1em 0; }
+#controls label { white-space: nowrap; } input[type=number] { width: 5em; }
+table { border-collapse: collapse; } td, th { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+th { background: #f4f4f4; }
+#rows img { width: 128px; height: 128px; object-fit: contain; background: #000; display: block; }
+#rows tr.wrong td { background: #fdecea; }
+#confusion td { text-align: right; cursor: pointer; min-width: 3em; } #confusion td.diag { font-weight: bold; }
+#confusion td:hover { outline: 2px solid #3b7dd8; }
+.pager button { margin: 0 .3em; } .muted { color: #666; }
 </style></head><body>
-<h1>brisc-infer: {n} scans</h1>
-<p class="warn">Research use only: not a medical device. Model <code>{model}</code> ({kind}); map: {method}.
-Validation accuracy of this model: {acc}.</p>
-<table id="t"><thead><tr><th>scan</th><th>overlay</th><th data-k="0">path</th><th data-k="1">predicted</th>
-<th data-k="2">probability &#x2195;</th><th data-k="3">truth</th></tr></thead><tbody>
-{rows}
-</tbody></table>
+<h1>brisc-infer: __N__ scans</h1>
+<p class="warn">Research use only: not a medical device. Model <code>__MODEL__</code> (__KIND__); map: __METHOD__.
+__ACCURACY__</p>
+<p class="muted">Each map is scaled per scan: its brightest colour is that scan's maximum, not a probability
+or a measure of certainty. __MASKS__</p>
+__CONFUSION__
+<div id="controls">
+ <label><input type="checkbox" id="wrong"> wrong only</label>
+ <label>predicted <select id="pred"><option value="">any</option></select></label>
+ <label>true <select id="truth"><option value="">any</option></select></label>
+ <label>probability <input type="number" id="pmin" min="0" max="1" step="0.05" value="0"> to
+   <input type="number" id="pmax" min="0" max="1" step="0.05" value="1"></label>
+ <label id="misslabel"><input type="checkbox" id="miss"> pointing-game misses only</label>
+ <label>sort <select id="sort">
+  <option value="probability:1">probability, highest first</option>
+  <option value="probability:-1">probability, lowest first</option>
+  <option value="path:-1">path</option>
+  <option value="energy:-1">energy in mask, lowest first</option>
+ </select></label>
+ <span id="count"></span>
+</div>
+<div class="pager"></div>
+<table><thead><tr><th>overlay</th><th>path</th><th>predicted</th><th>probability</th><th>true</th>
+<th class="maskcol">pointing</th><th class="maskcol">energy in mask</th></tr></thead><tbody id="rows"></tbody></table>
+<div class="pager"></div>
+<script type="application/json" id="data">__DATA__</script>
 <script>
-// Click a header to sort by it (probability sorts numerically); click again to reverse.
-document.querySelectorAll("th[data-k]").forEach(th => th.addEventListener("click", () => {{
-  const k = +th.dataset.k, body = document.querySelector("#t tbody"), rows = [...body.rows];
-  const dir = th.dataset.dir = th.dataset.dir === "asc" ? "desc" : "asc";
-  rows.sort((a, b) => {{
-    const x = a.cells[k + 2].dataset.v ?? a.cells[k + 2].textContent, y = b.cells[k + 2].dataset.v ?? b.cells[k + 2].textContent;
-    const c = isNaN(x) || isNaN(y) ? x.localeCompare(y) : x - y; return dir === "asc" ? c : -c; }});
-  rows.forEach(r => body.appendChild(r)); }}));
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const C = D.columns.reduce((o, k, i) => (o[k] = i, o), {});
+const PAGE = __PAGE__;
+let shown = D.rows, page = 0;
+const $ = id => document.getElementById(id);
+for (const sel of [$("pred"), $("truth")])
+  for (const c of D.classes) sel.add(new Option(c, c));
+if (!D.masks) { document.querySelectorAll(".maskcol").forEach(e => e.remove()); $("misslabel").remove();
+                $("sort").querySelector("option[value^=energy]").remove(); }
+function el(tag, text) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; }
+function apply() {
+  const wrong = $("wrong").checked, pred = $("pred").value, truth = $("truth").value;
+  const lo = +$("pmin").value, hi = +$("pmax").value, miss = D.masks && $("miss").checked;
+  const [key, dir] = $("sort").value.split(":");
+  shown = D.rows.filter(r => (!wrong || r[C.correct] === false) && (!pred || r[C.predicted] === pred)
+    && (!truth || r[C.truth] === truth) && r[C.probability] >= lo && r[C.probability] <= hi
+    && (!miss || r[C.pointing] === false));
+  const k = C[key], nulls = dir > 0 ? -Infinity : Infinity;
+  shown.sort((a, b) => { const x = a[k] ?? nulls, y = b[k] ?? nulls;
+    return (typeof x === "string" ? x.localeCompare(y) : (x > y) - (x < y)) * -dir; });
+  page = 0; draw();
+}
+function draw() {
+  const pages = Math.max(1, Math.ceil(shown.length / PAGE)), body = $("rows");
+  page = Math.min(page, pages - 1);
+  $("count").textContent = shown.length + " of " + D.rows.length + " scans";
+  body.replaceChildren();
+  for (const r of shown.slice(page * PAGE, (page + 1) * PAGE)) {
+    const tr = el("tr"), a = el("a"), img = el("img");
+    if (r[C.correct] === false) tr.className = "wrong";
+    img.loading = "lazy"; img.alt = "overlay"; img.src = r[C.thumbnail] || r[C.heatmap] || "";
+    a.href = r[C.panel] || r[C.heatmap] || ""; a.append(img);
+    const td = el("td"); td.append(a); tr.append(td);
+    tr.append(el("td", r[C.path]), el("td", r[C.predicted]), el("td", r[C.probability].toFixed(3)),
+              el("td", r[C.truth] ?? ""));
+    if (D.masks) tr.append(el("td", r[C.pointing] === null ? "" : r[C.pointing] ? "hit" : "miss"),
+                           el("td", r[C.energy] === null ? "" : r[C.energy].toFixed(3)));
+    body.append(tr);
+  }
+  document.querySelectorAll(".pager").forEach(p => {
+    p.replaceChildren();
+    const prev = el("button", "previous"), next = el("button", "next");
+    prev.disabled = page === 0; next.disabled = page >= pages - 1;
+    prev.onclick = () => { page--; draw(); }; next.onclick = () => { page++; draw(); };
+    p.append(prev, el("span", "page " + (page + 1) + " of " + pages), next);
+  });
+}
+document.querySelectorAll("#controls input, #controls select").forEach(e => e.addEventListener("input", apply));
+document.querySelectorAll("#confusion td[data-t]").forEach(td => td.addEventListener("click", () => {
+  $("truth").value = td.dataset.t; $("pred").value = td.dataset.p; $("wrong").checked = false; apply(); }));
+if (location.hash === "#wrong") $("wrong").checked = true;  // index.html#wrong opens on the mistakes
+apply();
+// How long the page took, read back by benchmarks/gallery_load.py in a headless browser.
+document.documentElement.dataset.drawnMs = Math.round(performance.now());
+addEventListener("load", () => { document.documentElement.dataset.loadMs = Math.round(performance.now()); });
 </script></body></html>
 """
 
@@ -41,22 +125,68 @@ def printable(name: str) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
 
 
-def write_gallery(out: Path, rows: list[dict], meta: dict) -> Path:
-    items = []
-    for r in sorted(rows, key=lambda r: -r["probability"]):
+def script_json(obj) -> str:
+    """JSON that is safe inside a <script> element: no '<', '>' or '&' can close it or open a comment."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c").replace(
+        ">", "\\u003e").replace("&", "\\u0026")
+
+
+def _link(path: str | None) -> str | None:
+    return quote(path) if path else None
+
+
+def confusion_html(confusion: list[list[int]], classes: list[str]) -> str:
+    """The confusion matrix of this run, rows = true class, columns = predicted; each cell filters the gallery."""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in classes)
+    body = []
+    for i, t in enumerate(classes):
+        cells = "".join(f'<td data-t="{e(t)}" data-p="{e(p)}"{" class=diag" if i == j else ""}>{confusion[i][j]}</td>'
+                        for j, p in enumerate(classes))
+        body.append(f"<tr><th>{e(t)}</th>{cells}</tr>")
+    return ('<table id="confusion"><caption>Confusion matrix of this run (click a cell to show its scans)</caption>'
+            f'<thead><tr><th>true \u2193 / predicted \u2192</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+
+
+def gallery_rows(rows: list[dict]) -> dict:
+    """The gallery's data: column names once, then one short array per scan with a heatmap."""
+    columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "thumbnail", "heatmap", "panel"]
+    out = []
+    for r in rows:
         if not r.get("heatmap"):
             continue
-        ov = quote(r["heatmap"])
-        panel = quote(r["heatmap"][: -len(".png")] + ".panel.png")
-        label = html.escape(printable(r["path"]) + ("" if r["frame"] is None else f" (frame {r['frame']})"))
-        items.append(f'<tr><td><a href="{panel}"><img loading="lazy" src="{panel}" alt="panel"></a></td>'
-                     f'<td><img loading="lazy" src="{ov}" alt="overlay"></td><td>{label}</td>'
-                     f'<td>{html.escape(r["predicted"])}</td><td data-v="{r["probability"]:.6f}">{r["probability"]:.3f}</td>'
-                     f'<td>{html.escape(r["true_label"] or "")}</td></tr>')
+        label = printable(r["path"]) + ("" if r["frame"] is None else f" (frame {r['frame']})")
+        out.append([label, r["predicted"], round(r["probability"], 4), r["true_label"], r["correct"],
+                    r.get("pointing_hit"), None if r.get("energy_in_mask") is None else round(r["energy_in_mask"], 4),
+                    _link(r.get("thumbnail")), _link(r["heatmap"]), _link(r.get("panel"))])
+    return {"columns": columns, "rows": out}
+
+
+def write_gallery(out: Path, rows: list[dict], meta: dict, summary: dict | None = None) -> Path:
+    """Write out/index.html for the rows that have a heatmap; ``summary`` (this run's) gives the accuracy
+    and confusion matrix when the true labels are known."""
+    summary = summary or {}
+    classes = list(meta.get("classes") or sorted({r["predicted"] for r in rows}))
+    data = gallery_rows(rows) | {"classes": classes, "masks": any(r.get("pointing_hit") is not None for r in rows)}
+    gt = summary.get("ground_truth")
+    if gt:
+        accuracy = (f"On the {gt['n']} scans whose class is known (from the file or folder name), this run's accuracy "
+                    f"is {gt['accuracy']:.3f} and macro-F1 {gt['macro_f1']:.3f}.")
+        confusion = confusion_html(gt["confusion"], gt["classes"])
+    else:
+        accuracy = "The true classes of these scans are not known (neither file nor folder names give them)."
+        confusion = ""
+    masks = summary.get("masks")
+    mask_text = html.escape(masks["explanation"], quote=False) if masks and masks.get("explanation") else ""
     acc = (meta.get("validation_metrics") or {}).get("accuracy")
-    page = _PAGE.format(n=len(items), model=html.escape(meta.get("model_file", "")), kind=html.escape(str(meta.get("model_kind"))),
-                        method=html.escape(str(rows[0].get("explain")) if rows else ""),
-                        acc="unknown" if acc is None else f"{acc:.3f}", rows="\n".join(items))
+    if acc is not None:
+        accuracy += f" (On its own validation split the model scored {acc:.3f}.)"
+    method = next((r.get("explain") for r in rows if r.get("explain")), "")
+    page = (_PAGE.replace("__N__", str(len(data["rows"]))).replace("__MODEL__", html.escape(meta.get("model_file", "")))
+            .replace("__KIND__", html.escape(str(meta.get("model_kind")))).replace("__METHOD__", html.escape(str(method)))
+            .replace("__ACCURACY__", html.escape(accuracy, quote=False)).replace("__MASKS__", mask_text)
+            .replace("__CONFUSION__", confusion).replace("__PAGE__", str(PAGE_SIZE))
+            .replace("__DATA__", script_json(data)))
     path = out / "index.html"
     write_text_atomic(path, page)
     return path

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from brisc.maps import minmax
 
 # Anchor colours sampled from matplotlib's perceptually uniform maps (9 evenly spaced stops);
 # linear interpolation between them is visually indistinguishable from the full 256-entry tables.
+# No grey map: grey on a grey T1 scan reads as contrast enhancement.
 _ANCHORS = {
     "viridis": [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141), (39, 173, 129),
                 (92, 200, 99), (170, 220, 50), (253, 231, 37)],
@@ -16,11 +19,16 @@ _ANCHORS = {
                 (249, 140, 10), (249, 201, 50), (252, 255, 164)],
     "magma": [(0, 0, 4), (28, 16, 68), (79, 18, 123), (129, 37, 129), (181, 54, 122), (229, 80, 100),
               (251, 135, 97), (254, 194, 135), (252, 253, 191)],
-    "gray": [(0, 0, 0), (255, 255, 255)],
 }
 COLORMAPS = tuple(_ANCHORS)
+OVERLAY_MAX = 512  # the overlay's longest side: sharp on a screen, ~30-50 KB as JPEG
+THUMB_MAX = 128  # the gallery's thumbnails
+JPEG_QUALITY = 88
+MASK_OUTLINE = (255, 255, 255)
+LEGEND = "colour = the map scaled per scan (brightest = this scan's maximum); clear = low"
 
 
+@lru_cache(maxsize=8)
 def colormap_lut(name: str = "viridis") -> np.ndarray:
     """[256, 3] uint8 lookup table."""
     if name not in _ANCHORS:
@@ -28,7 +36,15 @@ def colormap_lut(name: str = "viridis") -> np.ndarray:
     a = np.asarray(_ANCHORS[name], np.float64)
     pos = np.linspace(0, 1, len(a))
     t = np.linspace(0, 1, 256)
-    return np.stack([np.interp(t, pos, a[:, c]) for c in range(3)], 1).round().astype(np.uint8)
+    lut = np.stack([np.interp(t, pos, a[:, c]) for c in range(3)], 1).round().astype(np.uint8)
+    lut.flags.writeable = False  # shared by the cache
+    return lut
+
+
+@lru_cache(maxsize=4)
+def font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled scalable font (no system fonts needed), loaded once per size."""
+    return ImageFont.load_default(size=size)
 
 
 def colorize(m: np.ndarray, cmap: str = "viridis") -> np.ndarray:
@@ -37,37 +53,76 @@ def colorize(m: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     return colormap_lut(cmap)[idx]
 
 
+def upsample(m: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A [g, g] map in [0, 1] upsampled bilinearly to ``size`` (w, h) as an 8-bit 'L' image (0..255)."""
+    up = Image.fromarray(np.asarray(m, np.float32) * np.float32(255), "F").resize(size, Image.Resampling.BILINEAR)
+    return up.convert("L")  # F -> L clips to 0..255
+
+
 def colorize_image(m: np.ndarray, size: tuple[int, int], cmap: str = "viridis") -> Image.Image:
     """A [g, g] map in [0, 1] upsampled bilinearly to ``size`` (w, h) and coloured, as an RGB image (all in Pillow's C)."""
-    up = Image.fromarray(np.asarray(m, np.float32) * np.float32(255), "F").resize(size, Image.Resampling.BILINEAR)
-    idx = Image.frombytes("P", size, up.convert("L").tobytes())  # F -> L clips to 0..255: the LUT index
+    idx = Image.frombytes("P", size, upsample(m, size).tobytes())
     idx.putpalette(colormap_lut(cmap).tobytes())
     return idx.convert("RGB")
 
 
-def overlay(scan: Image.Image, m: np.ndarray, *, cmap: str = "viridis", alpha: float = 0.4) -> Image.Image:
-    """The scan (any size) with the map upsampled bilinearly and blended on top: (1 - alpha) scan + alpha colour."""
+def overlay(scan: Image.Image, m: np.ndarray, *, cmap: str = "viridis", alpha: float = 0.6) -> Image.Image:
+    """The scan (any size) with the map upsampled bilinearly and blended on top, opacity ``alpha * map``:
+    where the map is low the scan shows untinted, at the map's peak the colour covers ``alpha`` of it."""
     rgb = scan.convert("RGB")
-    return Image.blend(rgb, colorize_image(m, rgb.size, cmap), alpha)
+    level = upsample(m, rgb.size)
+    opacity = level.point(lambda v: round(v * alpha))  # a 256-entry table: one C pass
+    return Image.composite(colorize_image(m, rgb.size, cmap), rgb, opacity)
+
+
+def fit(img: Image.Image, side: int) -> Image.Image:
+    """Downscale (never up) so that the longest side is at most ``side``, keeping the aspect ratio."""
+    if max(img.size) <= side:
+        return img
+    w, h = img.size
+    k = side / max(w, h)
+    return img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR)
+
+
+def outline(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A boolean mask -> its 2-px outline at ``size`` (w, h), as an 'L' image (255 on the outline)."""
+    m = Image.fromarray(np.asarray(mask, np.uint8) * 255, "L").resize(size, Image.Resampling.NEAREST)
+    inner = m.filter(ImageFilter.MinFilter(5))
+    return ImageChops.subtract(m, inner)
 
 
 def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float, method: str,
-          cmap: str = "viridis", side: int = 384) -> Image.Image:
-    """Scan | overlay (already rendered) side by side, with the predicted class, its probability and a colour bar."""
-    s = scan.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
-    bar_w, pad, head = 18, 10, 40
-    W, H = 2 * side + 3 * pad + bar_w + 36, side + head + pad
+          truth: str | None = None, mask: np.ndarray | None = None, cmap: str = "viridis",
+          side: int = 448) -> Image.Image:
+    """Scan | overlay side by side at the scan's aspect ratio, with the prediction, the true label when
+    known, the tumour mask outlined when given, a colour bar and a legend saying the map is scaled per scan."""
+    h = side
+    w = max(1, round(side * scan.width / scan.height))
+    s = scan.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+    o = ov.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+    if mask is not None:
+        line = outline(mask, (w, h))
+        o.paste(MASK_OUTLINE, (0, 0, w, h), line)
+    pad, bar_w, head, foot = 12, 18, 64, 56
+    W, H = max(2 * w + 3 * pad + bar_w + 48, 720), h + head + foot  # 720: room for the legend beside narrow scans
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     canvas.paste(s, (pad, head))
-    canvas.paste(ov.resize((side, side), Image.Resampling.BILINEAR), (2 * pad + side, head))
-    bar = colorize(np.linspace(1, 0, side)[:, None].repeat(bar_w, 1), cmap)
-    canvas.paste(Image.fromarray(bar, "RGB"), (3 * pad + 2 * side, head))
+    canvas.paste(o, (2 * pad + w, head))
+    bar = colorize(np.linspace(1, 0, h)[:, None].repeat(bar_w, 1), cmap)
+    canvas.paste(Image.fromarray(bar, "RGB"), (3 * pad + 2 * w, head))
     d = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    d.text((pad, 8), f"{label}  p={probability:.3f}   map: {method}   (research use only)", fill=(0, 0, 0), font=font)
-    x = 3 * pad + 2 * side + bar_w + 4
-    d.text((x, head), "1.0", fill=(0, 0, 0), font=font)
-    d.text((x, head + side - 12), "0.0", fill=(0, 0, 0), font=font)
+    big, small = font(20), font(15)
+    verdict = ""
+    if truth:
+        verdict = "   correct" if truth == label else f"   WRONG (true: {truth})"
+    d.text((pad, 8), f"predicted {label}  p={probability:.3f}{verdict}", fill=(0, 0, 0), font=big)
+    d.text((pad, 36), f"map: {method}" + ("   white outline: tumour mask" if mask is not None else ""),
+           fill=(60, 60, 60), font=small)
+    x = 3 * pad + 2 * w + bar_w + 4
+    d.text((x, head), "max", fill=(0, 0, 0), font=small)
+    d.text((x, head + h - 16), "min", fill=(0, 0, 0), font=small)
+    d.text((pad, head + h + 8), LEGEND, fill=(60, 60, 60), font=small)
+    d.text((pad, head + h + 30), "research use only: not a medical device", fill=(150, 0, 0), font=small)
     return canvas
 
 

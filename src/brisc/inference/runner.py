@@ -25,13 +25,12 @@ import numpy as np
 from brisc.data import canonical_class, load_mask, parse_brisc_name
 from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
-from brisc.inference.heatmap import occlusion_maps, overlay, panel
+from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, occlusion_maps, overlay, panel
 from brisc.inference.session import InferenceError, ModelSession
 from brisc.faithfulness import auc, perturbation_curves
 from brisc.maps import cls_map, resize_map
-from brisc.metrics import classification_metrics, energy_in_mask, pointing_game
+from brisc.metrics import classification_metrics, energy_in_mask, pointing_chance, pointing_game
 
-DISPLAY_MAX = 1024  # overlays are drawn on the scan, downscaled to at most this many pixels a side
 
 
 @dataclass(frozen=True)
@@ -150,10 +149,10 @@ def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:
     return p
 
 
-def _atomic_save(img, path: Path, **kw) -> None:
+def _atomic_save(img, path: Path, fmt: str, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", **kw)
+        img.save(tmp, format=fmt, **kw)
 
 
 def _atomic_npy(arr: np.ndarray, path: Path) -> None:
@@ -181,15 +180,17 @@ class InferOptions:
     recursive: bool = True
     resume: bool = False
     overwrite: bool = False
+    panels: bool = False  # with heatmaps: also the side-by-side panel PNG (~150 KB a scan)
+    save_maps: bool = False  # with heatmaps: also the raw 14x14 map as .npy
     cmap: str = "viridis"
-    alpha: float = 0.4
+    alpha: float = 0.6  # the overlay's opacity at the map's peak (it fades to clear where the map is low)
     workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
     faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
 
 
 ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in ("glioma", "meningioma", "no_tumor", "pituitary")),
-              "true_label", "correct", "explain", "pointing_hit", "energy_in_mask", "mask_area", "deletion_auc",
-              "insertion_auc", "heatmap",
+              "true_label", "correct", "explain", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area", "deletion_auc",
+              "insertion_auc", "heatmap", "thumbnail", "panel", "map",
               "model", "model_sha256", "provider", "input_sha256", "time"]
 
 
@@ -299,7 +300,7 @@ def _decode(item: Item, prep, want_display: bool) -> Decoded:
         disp = None
         if want_display:
             disp = decode(item.path, frame=frame, size=None)
-            disp.thumbnail((DISPLAY_MAX, DISPLAY_MAX))
+            disp = fit(disp, OVERLAY_MAX)
         return Decoded(item, x, disp, data_hash)
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)
@@ -325,20 +326,36 @@ def prefetch(items: list[Item], fn, *, workers: int, depth: int):
                 queue.append(pool.submit(fn, nxt))
 
 
-def _render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions"):
-    """Write the overlay, panel and raw map of one scan; sets row['heatmap']. -> None or (path, error)."""
+def heatmap_paths(out: Path, it: Item) -> dict[str, Path]:
+    """Where one scan's heatmap files go: overlay (JPEG), thumbnail, panel and raw map."""
     suffix = "" if it.frame is None else f".frame{it.frame:04d}"
+    return {"overlay": output_path(out, "heatmaps", it.rel, suffix + ".jpg"),
+            "thumbnail": output_path(out, "thumbnails", it.rel, suffix + ".jpg"),
+            "panel": output_path(out, "heatmaps", it.rel, suffix + ".panel.png"),
+            "map": output_path(out, "heatmaps", it.rel, suffix + ".npy")}
+
+
+def _render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions",
+            mask: np.ndarray | None = None):
+    """Write one scan's overlay and thumbnail (and panel, raw map when asked); sets row['heatmap'] and
+    row['thumbnail']. -> None or (key, error)."""
     try:
-        png = output_path(out, "heatmaps", it.rel, suffix + ".png")
+        paths = heatmap_paths(out, it)
         ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)
-        _atomic_save(ov, png, compress_level=1)
-        _atomic_save(panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
-                           cmap=opts.cmap), output_path(out, "heatmaps", it.rel, suffix + ".panel.png"), compress_level=1)
-        _atomic_npy(np.asarray(m, np.float32), output_path(out, "heatmaps", it.rel, suffix + ".npy"))
-        row["heatmap"] = png.relative_to(out).as_posix()
+        _atomic_save(ov, paths["overlay"], "JPEG", quality=JPEG_QUALITY)
+        _atomic_save(fit(ov, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
+        if opts.panels:
+            pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
+                       truth=row["true_label"], mask=mask, cmap=opts.cmap)
+            _atomic_save(pn, paths["panel"], "PNG", compress_level=1)
+        if opts.save_maps:
+            _atomic_npy(np.asarray(m, np.float32), paths["map"])
+        rel = {k: p.relative_to(out).as_posix() for k, p in paths.items()}
+        row.update(heatmap=rel["overlay"], thumbnail=rel["thumbnail"], panel=rel["panel"] if opts.panels else None,
+                   map=rel["map"] if opts.save_maps else None)
         return None
     except (OSError, ValueError) as e:
-        row["heatmap"] = None
+        row.update(heatmap=None, thumbnail=None, panel=None, map=None)
         return (it.key, f"heatmap not written ({e})")
 
 
@@ -449,12 +466,13 @@ class BatchRun:
         rows, renders = [], []
         for k, d in enumerate(batch):
             row = self._row(d, probs[k], now)
+            mask = None
             if maps is not None and self.opts.masks is not None:
-                self._score(row, d.item, x[k], maps[k], int(pred[k]))
+                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]))
             if maps is not None and self.opts.heatmaps:
                 row["heatmap"] = "pending"
                 renders.append(self.render_pool.submit(_render, self.out, d.item, d.display, maps[k], row, self.method,
-                                                       self.opts))
+                                                       self.opts, mask))
             rows.append(row)
         self.pending.append((rows, renders))
         self.new += len(rows)
@@ -482,27 +500,30 @@ class BatchRun:
         return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": float(p[k]),
                 "probabilities": {c: float(p[j]) for j, c in enumerate(classes)},
                 "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
-                "pointing_hit": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
-                "insertion_auc": None, "heatmap": None, "model": self.sess.name,
+                "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
+                "insertion_auc": None, "heatmap": None, "thumbnail": None, "panel": None, "map": None,
+                "model": self.sess.name,
                 "model_sha256": self.sess.meta["model_sha256"], "provider": self.sess.provider,
                 "input_sha256": d.sha256, "time": now}
 
-    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int) -> None:
+    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int) -> np.ndarray | None:
         """Pointing game and energy against the scan's mask; deletion/insertion AUC for the first
-        ``--faithfulness`` scans with a mask (29 extra passes each)."""
+        ``--faithfulness`` scans with a mask (29 extra passes each). Returns the mask (None without one)."""
         mp = self.opts.masks / (Path(it.rel).stem + ".png")
         if not mp.is_file():
-            return
+            return None
         mask = load_mask(mp)
         up = resize_map(m, mask.shape)
         row["pointing_hit"] = pointing_game(up, mask)
         row["energy_in_mask"] = energy_in_mask(up, mask)
         row["mask_area"] = float(mask.mean())
+        row["pointing_chance"] = pointing_chance(mask)
         if row["pointing_hit"] is not None and self.faithfulness_left > 0:
             self.faithfulness_left -= 1
             c = perturbation_curves(self._predict, x[None], m[None], classes=np.array([pred]))
             row["deletion_auc"] = float(auc(c["deletion"])[0])
             row["insertion_auc"] = float(auc(c["insertion"])[0])
+        return mask
 
     def _finish(self, keep: int) -> None:
         """Write the rows of every pending batch but the last ``keep``, once their heatmaps are on disk.
@@ -527,7 +548,7 @@ class BatchRun:
         if self.opts.heatmaps:
             from brisc.inference.gallery import write_gallery
 
-            write_gallery(self.out, rows, self.sess.meta)
+            write_gallery(self.out, rows, self.sess.meta, summary)
         return summary
 
 
@@ -538,26 +559,49 @@ def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: i
     s = {
         "model": sess.name, "model_sha256": sess.meta["model_sha256"], "model_kind": sess.meta.get("model_kind"),
         "provider": sess.provider, "classified": len(rows), "classified_this_run": new, "failures": failures,
-        "skipped_non_images": skipped, "per_class": {c: counts.get(c, 0) for c in classes},
+        "skipped_non_images": skipped, "predicted_per_class": {c: counts.get(c, 0) for c in classes},
         "seconds": round(elapsed, 3), "img_per_s": round(new / elapsed, 2) if elapsed > 0 and new else None,
         "model_img_per_s": round(new / model_seconds, 2) if model_seconds > 0 else None,
         "note": "research use only: not a medical device",
     }
     labelled = [r for r in rows if r["true_label"] in classes]
     if labelled:
-        y = np.array([classes.index(r["true_label"]) for r in labelled])
-        p = np.array([[r["probabilities"][c] for c in classes] for r in labelled])
-        m = classification_metrics(np.log(np.clip(p, 1e-12, 1)), y)  # log-probabilities: same argmax and ranks
-        s["ground_truth"] = {"n": len(labelled), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                             "confusion": m["confusion"], "classes": classes}
+        s["ground_truth"] = ground_truth_summary(labelled, classes)
     scored = [r for r in rows if r.get("pointing_hit") is not None]
     if scored:
-        en = [r["energy_in_mask"] for r in scored if r["energy_in_mask"] is not None]
-        faithful = [r for r in scored if r.get("deletion_auc") is not None]
-        s["masks"] = {"n": len(scored), "pointing_game": float(np.mean([r["pointing_hit"] for r in scored])),
-                      "energy_in_mask": float(np.mean(en)) if en else None,
-                      "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored])),
-                      "faithfulness_n": len(faithful),
-                      "deletion_auc": float(np.mean([r["deletion_auc"] for r in faithful])) if faithful else None,
-                      "insertion_auc": float(np.mean([r["insertion_auc"] for r in faithful])) if faithful else None}
+        s["masks"] = mask_summary(scored)
     return s
+
+
+def ground_truth_summary(labelled: list[dict], classes: list[str]) -> dict:
+    """Accuracy, macro-F1 over the classes that occur in the ground truth (a class with no scans has no
+    meaningful F1), and the confusion matrix with its axes named."""
+    y = np.array([classes.index(r["true_label"]) for r in labelled])
+    p = np.array([[r["probabilities"][c] for c in classes] for r in labelled])
+    m = classification_metrics(np.log(np.clip(p, 1e-12, 1)), y)  # log-probabilities: same argmax and ranks
+    present = [c for c in classes if m["per_class"][c]["support"] > 0]
+    return {"n": len(labelled), "accuracy": m["accuracy"],
+            "macro_f1": float(np.mean([m["per_class"][c]["f1"] for c in present])), "macro_f1_classes": present,
+            "classes": classes, "confusion": m["confusion"],
+            "confusion_axes": "rows: true class, columns: predicted class, both in the order of 'classes'"}
+
+
+def mask_summary(scored: list[dict]) -> dict:
+    """The maps against the tumour masks, with the pointing game's chance level and what it means."""
+    en = [r["energy_in_mask"] for r in scored if r["energy_in_mask"] is not None]
+    chance = [r["pointing_chance"] for r in scored if r.get("pointing_chance") is not None]
+    faithful = [r for r in scored if r.get("deletion_auc") is not None]
+    m = {"n": len(scored), "pointing_game": float(np.mean([r["pointing_hit"] for r in scored])),
+         "pointing_chance": float(np.mean(chance)) if chance else None,
+         "energy_in_mask": float(np.mean(en)) if en else None,
+         "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored])),
+         "faithfulness_n": len(faithful),
+         "deletion_auc": float(np.mean([r["deletion_auc"] for r in faithful])) if faithful else None,
+         "insertion_auc": float(np.mean([r["insertion_auc"] for r in faithful])) if faithful else None}
+    m["explanation"] = (
+        f"The map's brightest point fell on the tumour (within 15 px of its mask) in {m['pointing_game']:.0%} of "
+        f"{m['n']} scans with a mask; a point picked at random would land there in "
+        f"{m['pointing_chance'] or 0:.0%}. {m['energy_in_mask'] or 0:.0%} of the map's mass lay inside the mask, "
+        f"which covers {m['mask_area_fraction']:.1%} of a scan. This says where the model looked, not that it "
+        f"looked for the right reason.")
+    return m
