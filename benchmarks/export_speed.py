@@ -9,7 +9,6 @@ The graphs carry onnxruntime's output-preserving fusions (``brisc.export.onnx.fu
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -27,6 +26,7 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
     from brisc.export.quantize import agreement
     from brisc.export.wrapper import ExportWrapper
     from brisc.imageio import load
+    from brisc.runfolder import RunFolder
 
     run_path = Path(run_dir)
     tmp = None
@@ -43,7 +43,7 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
         torch.set_num_threads(threads)
     s32 = ort.InferenceSession(str(exp / "vit.onnx"), opts, providers=["CPUExecutionProvider"])
     s8 = ort.InferenceSession(str(exp / "vit.int8.onnx"), opts, providers=["CPUExecutionProvider"])
-    val = json.loads((run_path / "split.json").read_text())["val"]
+    val = RunFolder(run_path).val_paths()
     rows = []
     for b in (1, 8, 32):
         x = np.stack([load(p) for p in val[:b]])

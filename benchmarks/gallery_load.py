@@ -55,7 +55,10 @@ def fake_output(out: Path, n: int, seed: int = 0) -> Path:
     summary = {"ground_truth": {"n": n, "accuracy": float(np.trace(confusion) / n), "macro_f1": 0.0,
                                 "classes": CLASSES, "confusion": confusion.tolist()},
                "masks": {"explanation": "(synthetic rows for the benchmark)"}}
-    return write_gallery(out, rows, {"classes": CLASSES, "model_file": "default.onnx", "model_kind": "vit"}, summary)
+    from brisc.inference.session import DEFAULT_MODEL
+    from brisc.sidecar import read_sidecar
+
+    return write_gallery(out, rows, read_sidecar(DEFAULT_MODEL), summary)
 
 
 def open_page(chrome: str, page: Path, screenshot: Path | None = None, fragment: str = "") -> dict:

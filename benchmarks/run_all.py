@@ -21,6 +21,8 @@ import synth_speed  # noqa: E402
 import train_speed  # noqa: E402
 from common import machine  # noqa: E402
 
+from brisc.runfolder import RunFolder  # noqa: E402
+
 
 def main() -> None:
     run = Path(os.environ.get("BRISC_RUN", "artifacts/runs/brisc-cpu"))
@@ -29,7 +31,7 @@ def main() -> None:
     parts = [f"# brisc benchmarks\n\nMachine: {machine()}. Written by `make bench` on {time.strftime('%Y-%m-%d')}.\n"]
     jobs = [("training speed", train_speed.run), ("synthetic data", synth_speed.run), ("CLI start-up", help_time.run),
             ("gallery load", gallery_load.run)]
-    if (run / "vit" / "model.safetensors").is_file():
+    if RunFolder(run).has_model("vit"):
         jobs.append(("PyTorch vs onnxruntime", lambda: export_speed.run(str(run), str(export))))
         for name in ("vit.onnx", "vit.int8.onnx"):
             if (export / name).is_file():

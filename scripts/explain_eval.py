@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from brisc.runfolder import RunFolder
 from brisc.data import discover
 from brisc.inference.runner import InferOptions, run_inference
 from brisc.inference.session import open_session
@@ -34,8 +35,8 @@ def main() -> None:
                     help="more .onnx graphs trained on the same split (e.g. an earlier default), own heatmap only")
     a = ap.parse_args()
 
-    val = set(json.loads((a.run / "split.json").read_text())["val"])
-    data = json.loads((a.run / a.models.split(",")[0] / "config.json").read_text())["data"]
+    rf = RunFolder(a.run)
+    val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])
     samples = sorted((s for s in discover(data).samples if s.path in val and s.mask), key=lambda s: s.path)
     masks = Path(samples[0].mask).parent
     rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC | insertion AUC |",

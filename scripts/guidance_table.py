@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brisc.runfolder import RunFolder
 from brisc.data import discover
 from brisc.imageio import load
 
@@ -26,9 +27,8 @@ def run_row(run: Path, methods: list[str], n_faith: int, n_sanity: int) -> dict:
     from brisc.export.loading import load_trained
     from brisc.train.explain import faithfulness, randomisation_check
 
-    metrics = json.loads((run / "vit" / "metrics.json").read_text())
-    cfg = json.loads((run / "vit" / "config.json").read_text())
-    val = set(json.loads((run / "split.json").read_text())["val"])
+    rf = RunFolder(run)
+    metrics, cfg, val = rf.metrics("vit"), rf.config("vit"), set(rf.val_paths())
     samples = sorted((s for s in discover(cfg["data"]).samples if s.path in val and s.mask), key=lambda s: s.path)
     row = {"run": run.name, "epochs": cfg["train"]["epochs"], "guide_weight": cfg["train"].get("guide_weight", 0.0),
            "guide_layers": cfg["train"].get("guide_layers"), "registers": cfg["model"].get("registers", 0),
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     rows = [run_row(r, a.methods.split(","), a.faithfulness, a.sanity) for r in a.runs
-            if (r / "vit" / "metrics.json").is_file()]
+            if RunFolder(r).metrics_path("vit").is_file()]
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
     print(markdown(rows))

@@ -124,3 +124,15 @@ def gallery_data(index) -> dict:
     page = index.read_text(encoding="utf-8")
     block = page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0]
     return json.loads(block)
+
+
+def write_png_bomb(path):
+    """A 30000 x 30000 PNG header (900 Mpx) with a tiny body: a decompression bomb in 60 bytes."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+    return path

@@ -10,8 +10,9 @@ import torch
 from brisc.export.cli import ExportOptions, export_run
 from brisc.export.loading import load_trained
 from brisc.export.wrapper import ExportWrapper
-from brisc.imageio import load
+from brisc.imageio import Preprocessing, load
 from brisc.maps import cls_map, rollout
+from brisc.runfolder import RunFolder
 from brisc.sidecar import SidecarError, read_sidecar
 from conftest import run_cli
 
@@ -55,7 +56,7 @@ def test_onnx_matches_pytorch_on_real_images_at_batch_1_2_and_7(tiny_run, tiny_e
             assert np.abs(got["rollout"] - ref["rollout"]).max() <= 1e-5
     probs = got["probabilities"]
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
-    t = read_sidecar(tiny_export / f"{kind}.onnx")["temperature"]
+    t = read_sidecar(tiny_export / f"{kind}.onnx").temperature
     assert np.allclose(probs, torch.softmax(torch.from_numpy(got["logits"]) / t, -1).numpy(), atol=1e-6)
 
 
@@ -66,7 +67,7 @@ def test_torchscript_and_torch_export_parity(tiny_run, tmp_path, real_batch, kin
     written = export_run(ExportOptions(run=tiny_run, out=out, models=(kind,), format=fmt), log=lambda *a: None)
     (path,) = written
     meta = read_sidecar(path)
-    assert meta["format"] == fmt and meta["outputs"] == _wrapper(tiny_run, kind).names
+    assert meta.format == fmt and list(meta.outputs) == _wrapper(tiny_run, kind).names
     x = torch.from_numpy(real_batch[:3])
     if fmt == "torchscript":
         module = torch.jit.load(str(path))
@@ -75,7 +76,7 @@ def test_torchscript_and_torch_export_parity(tiny_run, tmp_path, real_batch, kin
     with torch.no_grad():
         got = [t.numpy() for t in module(x)]
     ref = _torch(_wrapper(tiny_run, kind), real_batch[:3])
-    for name, g in zip(meta["outputs"], got):
+    for name, g in zip(meta.outputs, got):
         assert np.abs(g - ref[name]).max() <= 1e-5, name
 
 
@@ -84,14 +85,15 @@ def test_metadata_props_and_sidecar_round_trip(tiny_run, tiny_export):
         path = tiny_export / f"{kind}.onnx"
         meta = read_sidecar(path)
         props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        assert json.loads(props["classes"]) == meta["classes"] == ["glioma", "meningioma", "no_tumor", "pituitary"]
-        assert props["model_kind"] == meta["model_kind"] == kind
-        assert json.loads(props["input"]) == meta["input"]
-        assert float(props["temperature"]) == meta["temperature"]
-        assert props["checkpoint_sha256"] == meta["checkpoint_sha256"] == load_trained(tiny_run, kind).checkpoint_sha256
+        assert json.loads(props["classes"]) == list(meta.classes) == ["glioma", "meningioma", "no_tumor", "pituitary"]
+        assert props["model_kind"] == meta.model_kind == kind
+        assert Preprocessing.from_dict(json.loads(props["preprocessing"])) == meta.preprocessing
+        assert float(props["temperature"]) == meta.temperature
+        assert props["checkpoint_sha256"] == meta.checkpoint_sha256 == load_trained(tiny_run, kind).checkpoint_sha256
+        assert "/" not in meta.training_data["data"]  # the data folder by name, never a path of this machine
         metrics = json.loads((tiny_run / kind / "metrics.json").read_text())
-        assert meta["validation_metrics"]["accuracy"] == metrics["val"]["accuracy"]
-        assert meta["self_check"]["images"] >= 1
+        assert meta.validation_metrics["accuracy"] == metrics["val"]["accuracy"]
+        assert meta.self_check["images"] >= 1
         assert not list(tiny_export.glob("*.data"))  # self-contained graphs
 
 
@@ -119,15 +121,14 @@ def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batc
     out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": real_batch[:4]})))
     assert np.abs(out["heatmap"] - reference(out["attentions_full"])).max() <= 1e-5
     assert np.abs(out["rollout"] - rollout(out["attentions_full"])).max() <= 1e-5  # rollout stays plain
-    assert read_sidecar(path)["heatmap"] == spec
+    assert read_sidecar(path).heatmap == spec
 
 
 def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):
     # The tiny models sit near chance, so their logits nearly tie and top-1 agreement would hinge on rounding
     # (and on the CPU's instruction set): the bound is on the logit error relative to the logit spread.
     for kind in KINDS:
-        meta = read_sidecar(tiny_export / f"{kind}.int8.onnx")
-        q = meta["quantization"]
+        q = read_sidecar(tiny_export / f"{kind}.int8.onnx").quantization
         assert "reduce_range" in q["type"] and q["cpu"]
         assert q["logit_error_ratio"] <= 0.1 and q["heatmap_correlation"] >= 0.95, (kind, q)
         assert kind == "sae" or q["rollout_correlation"] >= 0.95
@@ -153,7 +154,7 @@ def test_truncated_or_tampered_graph_is_refused(tiny_export, tmp_path):
     with pytest.raises(SidecarError, match="sha256 does not match"):
         read_sidecar(tmp_path / "vit.onnx")
     meta = json.loads((tmp_path / "vit.onnx.json").read_text())
-    meta["input"]["preprocessing_version"] = 99
+    meta["preprocessing"]["version"] = 99
     (tmp_path / "vit.onnx").write_bytes(data)
     (tmp_path / "vit.onnx.json").write_text(json.dumps(meta))
     with pytest.raises(SidecarError, match="preprocessing version 99"):
@@ -183,3 +184,24 @@ def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("brisc-export: error:") and r.stderr.strip().count("\n") == 0
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_ship_checks_int8_on_validation_and_falls_back_to_fp32(tiny_run, tmp_path, monkeypatch):
+    from brisc.export import ship as shipping
+    from brisc.inference.session import open_session
+
+    exp = tmp_path / "exp"
+    export_run(ExportOptions(run=tiny_run, out=exp, models=("vit",), quantize="int8"), log=lambda *a: None)
+    dest = shipping.ship(exp / "vit.int8.onnx", run=tiny_run, dest_dir=tmp_path / "a", log=lambda *a: None)
+    card = open_session(dest).card  # the shipped copy verifies (sha256 of the copy, not the source)
+    q = card.quantization
+    assert card.shipped_from == "vit.int8.onnx" and q["shipped"] == "int8"
+    assert q["images"] == len(RunFolder(tiny_run).val_paths()) and q["top1_agreement"] >= shipping.MIN_AGREEMENT
+    monkeypatch.setattr(shipping, "MIN_AGREEMENT", 1.01)  # no INT8 graph can pass: its fp32 graph is shipped
+    dest = shipping.ship(exp / "vit.int8.onnx", run=tiny_run, dest_dir=tmp_path / "b", log=lambda *a: None)
+    card = open_session(dest).card
+    assert card.shipped_from == "vit.onnx" and card.quantization["shipped"] == "fp32"
+    monkeypatch.setattr(shipping, "MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="over the 25 MB limit"):
+        shipping.ship(exp / "vit.onnx", dest_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -1,7 +1,6 @@
 """Group-aware validation: look-alike slices share a group, and no group straddles train and validation."""
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from brisc.data import discover, make_splits

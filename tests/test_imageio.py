@@ -1,6 +1,4 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ from PIL import Image
 from brisc import imageio
 from brisc.imageio import ImageLoadError, load
 
-from conftest import write_dicom
+from conftest import write_dicom, write_png_bomb
 
 
 def _check(x):
@@ -82,13 +80,7 @@ def test_large_jpeg_uses_draft_mode_and_matches_full_decode_closely(tmp_path):
 
 
 def test_decompression_bomb_is_refused(tmp_path):
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    # A 30000 x 30000 PNG header (900 Mpx) with a tiny body: refused before any pixel is decoded.
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
-    p = tmp_path / "bomb.png"
-    p.write_bytes(png)
+    p = write_png_bomb(tmp_path / "bomb.png")  # refused before any pixel is decoded
     with pytest.raises(ImageLoadError, match="decompression bomb") as e:
         load(p)
     assert str(p) in str(e.value)

@@ -3,11 +3,10 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,12 +18,13 @@ from brisc.export.loading import load_trained
 from brisc.export.wrapper import ExportWrapper
 from brisc.imageio import load
 from brisc.inference.heatmap import colorize
-from brisc.inference.runner import output_path
+from brisc.inference.outputs import output_path
 from brisc.inference.session import open_session
 from brisc.maps import resize_map
 from brisc.metrics import energy_in_mask, pointing_game
+from brisc.sidecar import read_sidecar
 from brisc.synth import generate
-from conftest import gallery_data, run_cli, write_dicom
+from conftest import gallery_data, run_cli, write_dicom, write_png_bomb
 
 INFER = "brisc.inference.cli"
 
@@ -81,13 +81,6 @@ def test_predictions_on_real_brisc_match_pytorch(tiny_run, tiny_export, real_ima
     assert s["ground_truth"]["n"] == len(real_images) and s["provider"] == "CPUExecutionProvider"
 
 
-def _bomb(path):
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
-
-
 @pytest.fixture
 def bad_corpus(tmp_path, synth_root):
     d = tmp_path / "corpus"
@@ -115,7 +108,7 @@ def bad_corpus(tmp_path, synth_root):
     (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3]); expect_err["truncated.jpg"] = "truncated"
     (d / "zero.jpg").write_bytes(b""); expect_err["zero.jpg"] = "not an image"
     (d / "text.jpg").write_text("definitely not a JPEG"); expect_err["text.jpg"] = "not an image"
-    _bomb(d / "bomb.png"); expect_err["bomb.png"] = "decompression bomb"
+    write_png_bomb(d / "bomb.png"); expect_err["bomb.png"] = "decompression bomb"
     write_dicom(d / "nopixels.dcm", px, with_pixels=False); expect_err["nopixels.dcm"] = "no pixel data"
     os.symlink("loop.png", d / "loop.png"); expect_err["loop.png"] = "symlink loop"
     if os.geteuid() == 0:  # root reads any file: a FIFO is the unreadable entry then (reading it would block)
@@ -248,7 +241,7 @@ def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_
     assert len(data["rows"]) == len(rows) and data["masks"] is True
 
 
-def test_gallery_escapes_names_filters_and_shows_this_runs_confusion(tmp_path):
+def test_gallery_escapes_names_filters_and_shows_this_runs_confusion(tiny_export, tmp_path):
     from brisc.inference.gallery import write_gallery
 
     evil = "</script><script>alert(1)</script>\n<b>.jpg"
@@ -258,8 +251,8 @@ def test_gallery_escapes_names_filters_and_shows_this_runs_confusion(tmp_path):
              "thumbnail": f"thumbnails/s{i}.jpg", "panel": None} for i in range(5)]
     summary = {"ground_truth": {"n": 5, "accuracy": 0.4, "macro_f1": 0.3, "classes": ["glioma", "meningioma"],
                                 "confusion": [[2, 0], [3, 0]]}}
-    page = write_gallery(tmp_path, rows, {"classes": ["glioma", "meningioma"], "model_file": "m.onnx",
-                                          "validation_metrics": {"accuracy": 0.96}}, summary).read_text()
+    card = replace(read_sidecar(tiny_export / "vit.onnx"), validation_metrics={"accuracy": 0.96})
+    page = write_gallery(tmp_path, rows, card, summary).read_text()
     assert "<script>alert(1)" not in page and "<b>" not in page  # names reach the page as JSON text only
     data = gallery_data(tmp_path / "index.html")
     assert data["rows"][0][0] == evil.replace("\n", "\\x0a")  # control characters shown escaped
@@ -383,13 +376,13 @@ def test_shipped_default_model_classifies_real_brisc_validation_scans(brisc_root
     from brisc.inference.session import DEFAULT_MODEL
     from brisc.sidecar import read_sidecar
 
-    meta = read_sidecar(DEFAULT_MODEL)  # present, intact, same preprocessing
+    card = read_sidecar(DEFAULT_MODEL)  # present, intact, same preprocessing
     assert DEFAULT_MODEL.stat().st_size <= 25 * 1024 * 1024
     from brisc.export.ship import MIN_AGREEMENT  # INT8 only where it agrees with fp32 on validation, else fp32
-    q = meta["quantization"]
-    assert q["images"] == meta["training_data"]["val_images"] and q["int8_speedup_vs_pytorch"] > 0
-    assert meta["shipped_from"].endswith(".int8.onnx") == (q["top1_agreement"] >= MIN_AGREEMENT) == (q["shipped"] == "int8")
-    td = meta["training_data"]
+    q = card.quantization
+    assert q["images"] == card.training_data["val_images"] and q["int8_speedup_vs_pytorch"] > 0
+    assert card.shipped_from.endswith(".int8.onnx") == (q["top1_agreement"] >= MIN_AGREEMENT) == (q["shipped"] == "int8")
+    td = card.training_data
     assert td["layout"] == "release" and td["val_images"] > 0
     splits = make_splits(discover(brisc_root), val_fraction=td["val_fraction"], seed=td["split_seed"],
                          method=td.get("split_method") or "random")
@@ -399,7 +392,7 @@ def test_shipped_default_model_classifies_real_brisc_validation_scans(brisc_root
     run_cli(INFER, *[s.path for s in sample], "--out", out, "--heatmaps", "--quiet")
     s = json.loads((out / "summary.json").read_text())
     assert s["model"] == "default.onnx" and s["classified"] == len(sample)
-    assert s["ground_truth"]["accuracy"] >= meta["validation_metrics"]["accuracy"] - 0.08
+    assert s["ground_truth"]["accuracy"] >= card.validation_metrics["accuracy"] - 0.08
     assert (out / "index.html").is_file()
 
 
@@ -418,7 +411,7 @@ def test_exported_vit_carries_onnxruntime_fusions_and_still_matches_pytorch(tiny
 
     from brisc.sidecar import read_sidecar
 
-    check = read_sidecar(tiny_export / "vit.onnx")["self_check"]
+    check = read_sidecar(tiny_export / "vit.onnx").self_check
     assert check["fused_ops"].get("BiasGelu", 0) > 0  # the fused graph is the one that was checked
     ops = {n.op_type for n in onnx.load(str(tiny_export / "vit.onnx")).graph.node}
     assert "BiasGelu" in ops and "Attention" not in ops  # no fused attention: its probabilities are outputs

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from brisc.inference import runner
+from brisc.inference import outputs
 from brisc.inference.outdir import MARKER, OutLock
 from brisc.synth import generate
 from conftest import gallery_data, run_cli
@@ -51,12 +51,12 @@ def test_a_kill_while_resume_starts_loses_nothing(tmp_path, monkeypatch):
     def killed(*a, **k):  # the process dies right after reading, before anything else is written
         raise SystemExit("killed")
 
-    monkeypatch.setattr(runner.Writer, "_rewrite", killed)
+    monkeypatch.setattr(outputs.Writer, "_rewrite", killed)
     with pytest.raises(SystemExit):
-        runner.Writer(out, resume=True)
+        outputs.Writer(out, resume=True)
     assert (out / "predictions.jsonl").read_text(encoding="utf-8") == good  # only the torn tail is cut
     monkeypatch.undo()
-    w = runner.Writer(out, resume=True)
+    w = outputs.Writer(out, resume=True)
     w.close()
     assert len(w.done) == 224 and (out / "predictions.jsonl").read_text(encoding="utf-8") == good
 
@@ -163,7 +163,7 @@ def test_errors_header_is_written_first_and_stale_temporaries_are_removed(tiny_e
     (out / "errors.csv").write_text("")  # as a kill at the worst moment would have left it before
     with OutLock(out):
         assert (out / "errors.csv").read_text() == "" and not stale.exists()  # claimed: temporaries go
-    w = runner.Writer(out, resume=True)
+    w = outputs.Writer(out, resume=True)
     assert (out / "errors.csv").read_text() == "path,reason\n"  # the header is there before any work
     w.close()
 

@@ -106,7 +106,7 @@ def test_sae_saliency_equals_autograd_gradient_times_input(x):
 
 
 def test_overrides_parse_by_declared_type_and_leave_the_preset_alone():
-    from brisc.train.engine import TRAIN_PRESETS
+    from brisc.train.config import TRAIN_PRESETS
     from brisc.train.models import preset_config
     from brisc.train.overrides import apply_overrides, parse_item
 

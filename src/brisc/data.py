@@ -1,6 +1,7 @@
 """BRISC discovery, file-name parsing, masks, the validation split and the duplicate audit.
 
-Torch-free. Layouts understood (``discover``):
+Torch-free. Long (~330 lines) because discovery, naming and splitting share the Sample type and are read
+together; the grouping of look-alike slices lives apart in ``brisc.grouping``. Layouts understood (``discover``):
 - ``release``: the BRISC 2025 release root (``classification_task/{train,test}/<class>/*.jpg`` and
   ``segmentation_task/{train,test}/{images,masks}/``);
 - ``classification_task``: that folder alone (masks are still joined from a sibling ``segmentation_task``);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -25,12 +25,13 @@ class ExportOptions:
 
 
 def _validate(opts: ExportOptions) -> list[str]:
-    from brisc.export.loading import ExportInputError, trained_kinds
+    from brisc.export.loading import ExportInputError
+    from brisc.runfolder import RunFolder
     from brisc.export.onnx import MAX_OPSET, MIN_OPSET
 
     if not opts.run.is_dir():
         raise ExportInputError(f"{opts.run}: run folder not found (train one with brisc-train --out)")
-    have = trained_kinds(opts.run)
+    have = RunFolder(opts.run).trained_kinds()
     kinds = list(opts.models) if opts.models else have
     missing = [k for k in kinds if k not in have]
     if missing or not kinds:
@@ -56,21 +57,42 @@ def _validate(opts: ExportOptions) -> list[str]:
     return kinds
 
 
-def export_run(opts: ExportOptions, log=print) -> list[Path]:
-    """Export the run's models; every file is checked before it appears. Returns the files written."""
-    import numpy as np
+def model_card(tm, wrapper, spec, opts: ExportOptions, temperature: float):
+    """The card of one exported model: what it is, how it was trained and checked, how to drive it."""
     import torch
 
     import brisc
     from brisc import CLASSES
+    from brisc.export.wrapper import heatmap_method
+    from brisc.imageio import DEFAULT as PREP
+    from brisc.kinds import KINDS, display_name
+    from brisc.sidecar import ModelCard
+
+    val = tm.metrics.get("val", {})
+    training = {k: tm.config.get(k) for k in ("layout", "split_seed", "val_fraction", "split_method", "train_images",
+                                               "val_images", "test_images", "preset", "hf_model")}
+    return ModelCard(
+        model_kind=tm.kind, model_name=display_name(tm.kind), classes=tuple(CLASSES), preprocessing=PREP,
+        outputs=tuple(wrapper.names), format=opts.format, temperature=temperature,
+        heatmap=opts.heatmap if tm.model.has_attention else "saliency", heatmap_method=heatmap_method(tm.model, spec),
+        explain_methods=KINDS[tm.kind].explain_methods,
+        validation_metrics={k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
+        training_data=training | {"data": Path(str(tm.config.get("data", ""))).name},  # the folder's name only
+        checkpoint_sha256=tm.checkpoint_sha256, brisc_version=brisc.__version__, torch=torch.__version__,
+        opset=opts.opset if opts.format == "onnx" else None)
+
+
+def export_run(opts: ExportOptions, log=print) -> list[Path]:
+    """Export the run's models; every file is checked before it appears. Returns the files written."""
+    import numpy as np
+
     from brisc.export.loading import ExportInputError, check_images, load_trained
     from brisc.export.onnx import export_onnx, metadata_props
     from brisc.export.quantize import QUANTIZATION, agreement, quantize_int8
     from brisc.export.torchscript import export_pt2, export_torchscript
-    from brisc.export.wrapper import ExportWrapper, HeatmapSpec, heatmap_method
-    from brisc.imageio import DEFAULT as PREP, load
+    from brisc.export.wrapper import ExportWrapper, HeatmapSpec
+    from brisc.imageio import load
     from brisc.sidecar import write_sidecar
-    from brisc.train.report import NAMES
 
     kinds = _validate(opts)
     paths = check_images(opts.run)
@@ -88,28 +110,15 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention, heatmap=spec)
         except ValueError as e:
             raise ExportInputError(f"{kind}: {e}") from None
-        val = tm.metrics.get("val", {})
-        meta = {
-            "model_kind": kind, "model_name": NAMES.get(kind, kind), "classes": list(CLASSES),
-            "input": {"name": "pixel_values", "layout": "NCHW", "size": PREP.size, "mean": list(PREP.mean),
-                      "std": list(PREP.std), "preprocessing_version": PREP.version},
-            "outputs": wrapper.names, "format": opts.format, "temperature": temperature,
-            "heatmap_method": heatmap_method(tm.model, spec), "heatmap": opts.heatmap if tm.model.has_attention else "saliency",
-            "explain_methods": (["rollout", "cls"] if tm.model.has_attention else ["saliency"]) + ["occlusion"],
-            "validation_metrics": {k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
-            "training_data": {k: tm.config.get(k) for k in ("data", "layout", "split_seed", "val_fraction", "split_method", "train_images",
-                                                            "val_images", "test_images", "preset", "hf_model")},
-            "checkpoint_sha256": tm.checkpoint_sha256, "brisc_version": brisc.__version__, "torch": torch.__version__,
-        }
+        card = model_card(tm, wrapper, spec, opts, temperature)
         path = opts.out / f"{kind}{SUFFIX[opts.format]}"
         if opts.format == "onnx":
-            meta["opset"] = opts.opset
-            check = export_onnx(wrapper, path, images=images, opset=opts.opset, metadata=metadata_props(meta))
+            check = export_onnx(wrapper, path, images=images, opset=opts.opset, metadata=metadata_props(card))
         elif opts.format == "torchscript":
-            check = export_torchscript(wrapper, path, images=images, metadata=meta)
+            check = export_torchscript(wrapper, path, images=images, metadata=card.to_json())
         else:
-            check = export_pt2(wrapper, path, images=images, metadata=meta)
-        write_sidecar(path, {**meta, "self_check": check})
+            check = export_pt2(wrapper, path, images=images, metadata=card.to_json())
+        write_sidecar(path, replace(card, self_check=check))
         written.append(path)
         worst = max(check["max_abs_diff"].values())
         log(f"[{kind}] {path} ({path.stat().st_size / 1e6:.1f} MB): checked on {check['images']} images, "
@@ -118,7 +127,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             qpath = opts.out / f"{kind}.int8.onnx"
             quantize_int8(path, qpath)
             q = agreement(path, qpath, images)
-            write_sidecar(qpath, {**meta, "quantization": {"type": QUANTIZATION, **q}})
+            write_sidecar(qpath, replace(card, quantization={"type": QUANTIZATION, **q}))
             written.append(qpath)
             log(f"[{kind}] {qpath} ({qpath.stat().st_size / 1e6:.1f} MB): top-1 agreement with fp32 "
                 f"{q['top1_agreement']:.3f}, heatmap correlation {q['heatmap_correlation']:.3f}"

@@ -105,6 +105,8 @@ def fuse_for_onnxruntime(path: Path) -> dict[str, int]:
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
 
-def metadata_props(meta: dict) -> dict[str, str]:
-    """The sidecar's fields as ONNX metadata_props (strings; dicts and lists as JSON)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+def metadata_props(card) -> dict[str, str]:
+    """The model card's fields as ONNX metadata_props (strings; dicts and lists as JSON); the file's own name
+    and sha256 are left to the sidecar, which is written once the file exists."""
+    skip = {"model_file", "model_sha256", "self_check"}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in card.to_json().items() if k not in skip}

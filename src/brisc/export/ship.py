@@ -10,14 +10,16 @@ fp32 on more than 0.5% of the images is not shipped: its fp32 graph is, with the
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import click
 import numpy as np
 
 from brisc.fsio import atomic_path
+from brisc.runfolder import RunFolder
 from brisc.sidecar import read_sidecar, write_sidecar
 from brisc.timing import median_seconds
 
@@ -35,9 +37,9 @@ def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
     from brisc.export.wrapper import ExportWrapper
     from brisc.imageio import load
 
-    val = json.loads((run / "split.json").read_text())["val"]
+    val = RunFolder(run).val_paths()
     images = np.stack([load(p) for p in val])
-    kind = read_sidecar(fp32)["model_kind"]
+    kind = read_sidecar(fp32).model_kind
     tm = load_trained(run, kind)
     wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"])
     x = images[:batch]
@@ -61,36 +63,43 @@ def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
 def ship_default(model: Path, *, report: dict | None = None, dest_dir: Path | None = None) -> Path:
     from brisc.inference.session import DEFAULT_MODEL
 
-    meta = read_sidecar(model)  # only a verified model is shipped
+    card = read_sidecar(model)  # only a verified model is shipped
     if model.stat().st_size > MAX_BYTES:
         raise ValueError(f"{model}: {model.stat().st_size / 1e6:.1f} MB is over the 25 MB limit for package data")
     dest = (dest_dir / DEFAULT_MODEL.name) if dest_dir else DEFAULT_MODEL
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:
         shutil.copyfile(model, tmp)
-    meta = {k: v for k, v in meta.items() if k not in ("format_version", "model_file", "model_sha256")}
     if report:
-        meta["quantization"] = {**meta.get("quantization", {}), **report}
-    write_sidecar(dest, meta | {"shipped_from": model.name})
+        card = replace(card, quantization={**(card.quantization or {}), **report})
+    write_sidecar(dest, replace(card, shipped_from=model.name))
     return dest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--run", type=Path, help="the brisc-train run it came from (checks an INT8 graph on its validation split)")
-    a = ap.parse_args()
-    model, report = a.model, None
-    if a.run and model.name.endswith(".int8.onnx"):
+def ship(model: Path, *, run: Path | None = None, dest_dir: Path | None = None, log=print) -> Path:
+    """Ship ``model`` (an INT8 graph is checked on ``run``'s validation split first, and replaced by its fp32
+    graph when it disagrees on more than 0.5% of the images). Returns the shipped file."""
+    chosen, report = model, None
+    if run is not None and model.name.endswith(".int8.onnx"):
         fp32 = model.with_name(model.name.replace(".int8.onnx", ".onnx"))
-        report = int8_report(model, fp32, a.run)
-        print(json.dumps(report, indent=2))
+        report = int8_report(model, fp32, run)
+        log(json.dumps(report, indent=2))
         if report["top1_agreement"] < MIN_AGREEMENT:  # the INT8 numbers stay in the sidecar, beside the reason
-            print(f"{model}: top-1 agreement with fp32 {report['top1_agreement']:.4f} < {MIN_AGREEMENT}: "
-                  f"shipping the fp32 graph {fp32.name} instead")
-            model = fp32
-        report["shipped"] = "int8" if model is a.model else "fp32"
-    print(f"shipped {model} as {ship_default(model, report=report)}")
+            log(f"{model}: top-1 agreement with fp32 {report['top1_agreement']:.4f} < {MIN_AGREEMENT}: "
+                f"shipping the fp32 graph {fp32.name} instead")
+            chosen = fp32
+        report["shipped"] = "int8" if chosen is model else "fp32"
+    dest = ship_default(chosen, report=report, dest_dir=dest_dir)
+    log(f"shipped {chosen} as {dest}")
+    return dest
+
+
+@click.command(help=__doc__.splitlines()[0])
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The brisc-train run it came from (checks an INT8 graph on its validation split).")
+def main(model: Path, run: Path | None) -> None:
+    ship(model, run=run, log=click.echo)
 
 
 if __name__ == "__main__":

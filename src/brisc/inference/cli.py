@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from brisc.kinds import INFER_EXPLAIN_CHOICES
+
 CMAPS = ("viridis", "inferno", "magma")  # heatmap.COLORMAPS, spelled here so that --help needs no numpy (tested)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 
@@ -22,7 +24,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--panels", is_flag=True, help="With --heatmaps: also heatmaps/<path>.panel.png, scan | overlay with "
                                               "the prediction, true label, mask outline and legend (~150 KB a scan).")
 @click.option("--save-maps", is_flag=True, help="With --heatmaps: also the raw 14x14 map as heatmaps/<path>.npy.")
-@click.option("--explain", type=click.Choice(["auto", "rollout", "cls", "occlusion"]), default="auto", show_default=True,
+@click.option("--explain", type=click.Choice(INFER_EXPLAIN_CHOICES), default="auto", show_default=True,
               help="auto: the model's recommended `heatmap` output (named in its sidecar: rollout or an early "
                    "layer's [CLS] attention for ViTs, saliency for the SAE); rollout: plain attention rollout; cls: "
                    "last-layer [CLS] attention; occlusion: grey-patch probability drop (any model, 196 passes per scan).")
@@ -75,7 +77,7 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
     try:
         sess = open_session(model, device=device, threads=threads)
         if not quiet:
-            click.echo(f"model {sess.path} ({sess.meta.get('model_kind')}), provider {sess.provider}", err=True)
+            click.echo(f"model {sess.path} ({sess.card.model_kind}), provider {sess.provider}", err=True)
         opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, panels=panels, save_maps=save_maps,
                             explain=explain, masks=masks,
                             batch_size=batch_size, recursive=recursive, resume=resume, overwrite=overwrite,

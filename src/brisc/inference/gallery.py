@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from brisc.fsio import write_text_atomic
+from brisc.sidecar import ModelCard
 
 PAGE_SIZE = 60
 
@@ -162,11 +163,11 @@ def gallery_rows(rows: list[dict]) -> dict:
     return {"columns": columns, "rows": out}
 
 
-def write_gallery(out: Path, rows: list[dict], meta: dict, summary: dict | None = None) -> Path:
+def write_gallery(out: Path, rows: list[dict], card: ModelCard, summary: dict | None = None) -> Path:
     """Write out/index.html for the rows that have a heatmap; ``summary`` (this run's) gives the accuracy
     and confusion matrix when the true labels are known."""
     summary = summary or {}
-    classes = list(meta.get("classes") or sorted({r["predicted"] for r in rows}))
+    classes = list(card.classes)
     data = gallery_rows(rows) | {"classes": classes, "masks": any(r.get("pointing_hit") is not None for r in rows)}
     gt = summary.get("ground_truth")
     if gt:
@@ -178,12 +179,12 @@ def write_gallery(out: Path, rows: list[dict], meta: dict, summary: dict | None 
         confusion = ""
     masks = summary.get("masks")
     mask_text = html.escape(masks["explanation"], quote=False) if masks and masks.get("explanation") else ""
-    acc = (meta.get("validation_metrics") or {}).get("accuracy")
+    acc = card.validation_metrics.get("accuracy")
     if acc is not None:
         accuracy += f" (On its own validation split the model scored {acc:.3f}.)"
     method = next((r.get("explain") for r in rows if r.get("explain")), "")
-    page = (_PAGE.replace("__N__", str(len(data["rows"]))).replace("__MODEL__", html.escape(meta.get("model_file", "")))
-            .replace("__KIND__", html.escape(str(meta.get("model_kind")))).replace("__METHOD__", html.escape(str(method)))
+    page = (_PAGE.replace("__N__", str(len(data["rows"]))).replace("__MODEL__", html.escape(card.model_file))
+            .replace("__KIND__", html.escape(card.model_kind)).replace("__METHOD__", html.escape(str(method)))
             .replace("__ACCURACY__", html.escape(accuracy, quote=False)).replace("__MASKS__", mask_text)
             .replace("__CONFUSION__", confusion).replace("__PAGE__", str(PAGE_SIZE))
             .replace("__DATA__", script_json(data)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from brisc.imageio import Preprocessing
-from brisc.sidecar import SidecarError, preprocessing_of, read_sidecar
+from brisc.sidecar import ModelCard, SidecarError, read_sidecar
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
@@ -51,18 +51,18 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
 @dataclass
 class ModelSession:
     path: Path
-    meta: dict
+    card: ModelCard
     session: object
     output_names: list[str]
     provider: str
 
     @property
     def prep(self) -> Preprocessing:
-        return preprocessing_of(self.meta)
+        return self.card.preprocessing
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.card.classes)
 
     @property
     def name(self) -> str:
@@ -77,7 +77,7 @@ def open_session(model: str | os.PathLike | None, *, device: str = "auto", threa
     """Verify the sidecar (sha256, preprocessing version), then open one session with explicit providers."""
     path = Path(model) if model else default_model()
     try:
-        meta = read_sidecar(path)
+        card = read_sidecar(path)
     except SidecarError as e:
         raise InferenceError(str(e)) from None
     try:
@@ -99,5 +99,5 @@ def open_session(model: str | os.PathLike | None, *, device: str = "auto", threa
     used = sess.get_providers()
     if device == "cuda" and "CUDAExecutionProvider" not in used:
         raise InferenceError("--device cuda: the CUDA provider failed to initialise (check the CUDA/cuDNN install)")
-    return ModelSession(path=path, meta=meta, session=sess, output_names=[o.name for o in sess.get_outputs()],
+    return ModelSession(path=path, card=card, session=sess, output_names=[o.name for o in sess.get_outputs()],
                         provider=used[0])

@@ -5,7 +5,6 @@ A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_n
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -14,8 +13,9 @@ from pathlib import Path
 import click
 
 from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits
+from brisc.kinds import MODEL_KINDS
+from brisc.runfolder import RunFolder
 
-MODEL_CHOICES = ("vit", "hf_vit", "sae")
 
 
 class UsageError(Exception):
@@ -64,11 +64,11 @@ def check_classes(splits, data: Path, log) -> None:
 
 def check_resumable(opts: RunOptions, log) -> None:
     """--resume continues the split it started with: another --seed, --val-fraction or --split is refused, by name."""
-    split = opts.out / "split.json"
-    if not split.is_file():
+    rf = RunFolder(opts.out)
+    if not rf.split_path.is_file():
         log(f"note: --resume: no run in {opts.out} yet; starting a new one")
         return
-    saved = {"method": "random"} | json.loads(split.read_text())  # runs before group splits were random
+    saved = {"method": "random"} | rf.split()  # runs before group splits were random
     changed = [f"--{flag} {saved.get(k)} -> {v}" for flag, k, v in
                (("seed", "seed", opts.seed), ("val-fraction", "val_fraction", opts.val_fraction),
                 ("split", "method", opts.split)) if saved.get(k) != v]
@@ -77,23 +77,10 @@ def check_resumable(opts: RunOptions, log) -> None:
                          "same --seed, --val-fraction and --split, or choose a new --out")
 
 
-def run_training(opts: RunOptions, log=print) -> dict:
-    """Validate everything, then train each model and write the comparison. Returns comparison.json."""
-    import torch
-
-    from brisc.hardware import choose_bf16, describe
-    from brisc.train import checkpoint as ckpt
-    from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
-    from brisc.train.engine import TRAIN_PRESETS, ResumeError, fit
-    from brisc.train.guidance import resolve_layers
-    from brisc.train.models import ModelLoadError, build_model, preset_config
-    from brisc.train.overrides import OverrideError, apply_overrides, parse_item
-    from brisc.train.report import plot_attention, write_report
-    from brisc.train.tracking import make_tracker
-
-    unknown = [m for m in opts.models if m not in MODEL_CHOICES]
+def check_options(opts: RunOptions) -> None:
+    unknown = [m for m in opts.models if m not in MODEL_KINDS]
     if unknown or not opts.models:
-        raise UsageError(f"unknown model '{','.join(unknown) or '(none)'}' (choose from {', '.join(MODEL_CHOICES)})")
+        raise UsageError(f"unknown model '{','.join(unknown) or '(none)'}' (choose from {', '.join(MODEL_KINDS)})")
     for name, value in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} {value}: must be at least 1")
@@ -101,10 +88,10 @@ def run_training(opts: RunOptions, log=print) -> dict:
         raise UsageError(f"--lr {opts.lr}: must be positive")
     if not 0 < opts.val_fraction < 1:
         raise UsageError(f"--val-fraction {opts.val_fraction}: must lie between 0 and 1")
-    try:
-        env = init_distributed(opts.device)
-    except DeviceError as e:
-        raise UsageError(str(e)) from None
+
+
+def load_splits(opts: RunOptions, log):
+    """The data and its split, checked; refuses to start over a run unless resuming it on the same split."""
     try:
         disc = discover(opts.data)
         splits = make_splits(disc, val_fraction=opts.val_fraction, seed=opts.seed, method=opts.split)
@@ -113,47 +100,61 @@ def run_training(opts: RunOptions, log=print) -> dict:
     check_classes(splits, opts.data, log)
     if not splits.val:
         raise UsageError(f"{opts.data}: too few images to carve a validation split")
-    existing = [m for m in opts.models if (opts.out / m / "state.pt").exists()]
+    existing = RunFolder(opts.out).started_kinds(opts.models)
     if existing and not opts.resume:
         raise UsageError(f"{opts.out} already holds a run of {', '.join(existing)}: pass --resume to continue it, "
                          "or choose a new --out")
     if opts.resume:
         check_resumable(opts, log)
+    return disc, splits
+
+
+def recipes(opts: RunOptions, device_type: str) -> dict:
+    """kind -> (architecture config, TrainConfig, why bf16 is on or off): preset, then flags, then --set."""
+    from brisc.hardware import choose_bf16
+    from brisc.train.config import TRAIN_PRESETS
+    from brisc.train.models import preset_config
+    from brisc.train.overrides import OverrideError, apply_overrides, parse_item
 
     try:
         items = [parse_item(i) for i in opts.overrides]
-        bf16_notes = {}
         for kind, path, _ in items:
             if kind not in opts.models:
                 raise OverrideError(f"--set {kind}.{path}: '{kind}' is not one of --models ({','.join(opts.models)})")
-        configs = {}
+        out = {}
         for kind in opts.models:
             cfg = TRAIN_PRESETS[opts.preset][kind]
             cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
                                                     ("lr", opts.lr), ("num_workers", opts.workers)) if v is not None})
             model_cfg, cfg = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
-            bf16, why = choose_bf16(opts.bf16, cfg.bf16, env.device.type)
-            configs[kind] = (model_cfg, replace(cfg, bf16=bf16))
-            bf16_notes[kind] = why
+            bf16, why = choose_bf16(opts.bf16, cfg.bf16, device_type)
+            out[kind] = (model_cfg, replace(cfg, bf16=bf16), why)
+        return out
     except OverrideError as e:
         raise UsageError(str(e)) from None
 
-    torch.manual_seed(opts.seed)
+
+def build_models(opts: RunOptions, configs: dict) -> dict:
+    """Every model built (and --init loaded) before anything is written: an unreachable hub id fails first."""
+    from brisc.train import checkpoint as ckpt
+    from brisc.train.guidance import resolve_layers
+    from brisc.train.models import ModelLoadError, build_model
+
     models = {}
-    for kind in opts.models:  # build all first: an unreachable hub id fails before anything is written
+    for kind in opts.models:
+        model_cfg, cfg, _ = configs[kind]
         try:
-            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model, config=configs[kind][0])
+            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model, config=model_cfg)
         except ModelLoadError as e:
             raise UsageError(str(e)) from None
         except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
             raise UsageError(f"{kind}: {e}") from None
         if opts.init is not None:
-            weights = opts.init / kind / "model.safetensors"
+            weights = RunFolder(opts.init).weights(kind)
             try:
                 ckpt.load_weights(weights, models[kind])
             except (OSError, RuntimeError) as e:  # missing file, or another architecture
                 raise UsageError(f"--init {weights}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
-        cfg = configs[kind][1]
         if cfg.guide_weight:
             if not models[kind].has_attention:
                 raise UsageError(f"--set {kind}.guide_weight: mask guidance needs attention; {kind} has none")
@@ -161,7 +162,31 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 resolve_layers(cfg.guide_layers, models[kind].depth)
             except ValueError as e:
                 raise UsageError(f"--set {kind}.guide_layers: {e}") from None
+    return models
 
+
+def run_training(opts: RunOptions, log=print) -> dict:
+    """Validate everything, then train each model and write the comparison. Returns comparison.json."""
+    import torch
+
+    from brisc.hardware import describe
+    from brisc.train import checkpoint as ckpt
+    from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
+    from brisc.train.engine import ResumeError, fit
+    from brisc.train.report import plot_attention
+    from brisc.train.tracking import make_tracker
+
+    check_options(opts)
+    try:
+        env = init_distributed(opts.device)
+    except DeviceError as e:
+        raise UsageError(str(e)) from None
+    disc, splits = load_splits(opts, log)
+    configs = recipes(opts, env.device.type)
+    torch.manual_seed(opts.seed)
+    models = build_models(opts, configs)
+
+    run = RunFolder(opts.out)
     run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
                 "val_fraction": opts.val_fraction, "split_method": opts.split, "split_groups": splits.groups,
                 "train_images": len(splits.train), "val_images": len(splits.val),
@@ -171,27 +196,24 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 "torch": torch.__version__, "cpu": describe(), "init": str(opts.init) if opts.init else None}
     if env.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json(opts.out / "split.json", {"seed": opts.seed, "val_fraction": opts.val_fraction,
-                                                  "method": opts.split, "groups": splits.groups,
-                                                  **{k: [s.path for s in getattr(splits, k)] for k in ("train", "val", "test")}})
+        ckpt.write_json(run.split_path, {"seed": opts.seed, "val_fraction": opts.val_fraction, "method": opts.split,
+                                         "groups": splits.groups,
+                                         **{k: [s.path for s in getattr(splits, k)] for k in ("train", "val", "test")}})
     group = broadcast_object(env, f"{opts.out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     tracker = make_tracker(opts.wandb, out_dir=opts.out, group=group, is_main=env.is_main)
     results = {}
     try:
         for kind, model in models.items():
-            cfg = configs[kind][1]
-            out_dir = opts.out / kind
-            done = out_dir / "metrics.json"
-            if opts.resume and done.exists() and json.loads(done.read_text()).get("complete"):
+            _, cfg, why_bf16 = configs[kind]
+            if opts.resume and run.complete(kind):
                 log(f"[{kind}] already complete: kept")
-                results[kind] = json.loads(done.read_text())
+                results[kind] = run.metrics(kind)
                 continue
             log(f"[{kind}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-                f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16} ({bf16_notes[kind]}), "
-                f"device {env.device}"
-                + (f", {env.world_size} processes" if env.distributed else ""))
+                f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16} ({why_bf16}), "
+                f"device {env.device}" + (f", {env.world_size} processes" if env.distributed else ""))
             try:
-                res = fit(model, kind, splits, out_dir, cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
+                res = fit(model, kind, splits, run.model_dir(kind), cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
                           tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
             except ResumeError as e:
                 raise UsageError(str(e)) from None
@@ -200,21 +222,26 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 img = plot_attention(res.model, splits.val, opts.out / f"attention_{kind}.png", device=env.device)
                 if img is not None:
                     tracker.log_images("val/attention", [(img, f"{kind}: maps on validation tumour images")])
-        if env.is_main:
-            comp = write_report(opts.out, results, run_info)
-            tracker.start("comparison", run_info)
-            cols = ["model", "parameters", "train_seconds", "val_accuracy", "val_macro_f1", "val_macro_auc", "val_ece"]
-            tracker.log_table("comparison", cols, [[r[c] for c in cols] for r in comp["models"]])
-            tracker.finish()
-            log((opts.out / "comparison.md").read_text())
-            hint = tracker.sync_hint()
-            if hint:
-                log(f"wandb runs were saved offline; upload them with:\n  {hint}")
-            return comp
-        return {}
+        return report(opts, results, run_info, tracker, log) if env.is_main else {}
     finally:
         tracker.finish()
         cleanup(env)
+
+
+def report(opts: RunOptions, results: dict, run_info: dict, tracker, log) -> dict:
+    """comparison.md/json and figures, the comparison table to the tracker, and the offline-sync hint."""
+    from brisc.train.report import write_report
+
+    comp = write_report(opts.out, results, run_info)
+    tracker.start("comparison", run_info)
+    cols = ["model", "parameters", "train_seconds", "val_accuracy", "val_macro_f1", "val_macro_auc", "val_ece"]
+    tracker.log_table("comparison", cols, [[r[c] for c in cols] for r in comp["models"]])
+    tracker.finish()
+    log((opts.out / "comparison.md").read_text())
+    hint = tracker.sync_hint()
+    if hint:
+        log(f"wandb runs were saved offline; upload them with:\n  {hint}")
+    return comp
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,6 +4,9 @@ Resume is exact: every epoch draws its randomness (shuffling, augmentation, drop
 derived from (seed, epoch) alone, and the end of every epoch writes the last weights and the
 optimizer/scheduler state atomically. A run killed anywhere and resumed with ``--resume`` redoes
 the interrupted epoch and ends with the same weights as an uninterrupted run.
+
+Long (~320 lines) on purpose, like torchvision's reference scripts: the epoch loop, its evaluation and the
+exact resume are read together. The recipe (``TrainConfig``, presets) is in ``brisc.train.config``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,65 +32,15 @@ from brisc import CLASSES
 from brisc.data import Sample, Splits
 from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, fit_temperature
+from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
-from brisc.train.dataset import AugmentConfig, ScanDataset, eval_transform, train_transform
+from brisc.train.config import TrainConfig
+from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
 from brisc.train.explain import explanation_maps, score_maps, summarise
 from brisc.train.guidance import guidance_loss, resolve_layers
 from brisc.train.models import model_config_dict
 from brisc.train.tracking import Tracker
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
-    label_smoothing: float = 0.1
-    clip_grad: float = 1.0
-    bf16: bool = True  # autocast where it is native (brisc.hardware.choose_bf16): ~1.5x on AVX-512 BF16/AMX CPUs
-    num_workers: int = 2
-    eval_batch_size: int = 64
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    pretrain_epochs: int = 0  # SAE only: greedy layer-wise epochs per layer
-    pretrain_lr: float = 1e-3
-    # Mask-guided attention (ViTs; brisc.train.guidance): weight 0 is off. Layers count from 1 like
-    # `--heatmap cls:layer=K` (-1: the last); blur is the target's Gaussian sigma in patches; floor the
-    # uniform share of the target, so no patch outside the lesion is driven to zero attention.
-    guide_weight: float = 0.0
-    guide_layers: tuple[int, ...] = (-1,)
-    guide_blur: float = 1.0
-    guide_floor: float = 0.05
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16)
-TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
-    "tiny": {"vit": _TINY, "hf_vit": replace(_TINY, lr=1e-4), "sae": replace(_TINY, pretrain_epochs=2)},
-    "cpu": {
-        # ~100 s an epoch on 2 cores (46 img/s, bf16): 40 epochs is ~65 minutes. No loader workers: the model
-        # already keeps both cores busy, and re-forking a process that holds the image cache costs more than
-        # augmenting in the main process (~1.5 ms an image against ~22 ms of training).
-        # Light augmentation: the from-scratch ViT underfits this data (train accuracy below validation), and the
-        # sweep in docs/results.md found rotation 5 without zoom/shift better than rotation 15, zoom 0.9-1.1, shift 5%.
-        # Mask guidance of the last layer's [CLS] attention (docs/results.md): maps on the lesion, and +6 points.
-        "vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,
-                           augment=AugmentConfig(rotation=5.0), guide_weight=1.0),
-        "hf_vit": TrainConfig(epochs=5, batch_size=32, lr=5e-5, warmup_epochs=0.5),
-        "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False),
-    },
-    "gpu": {
-        "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8,
-                           augment=AugmentConfig(rotation=15, scale=(0.9, 1.1), translate=0.05)),
-        "hf_vit": TrainConfig(epochs=10, batch_size=64, lr=5e-5, warmup_epochs=1, num_workers=8),
-        "sae": TrainConfig(epochs=60, batch_size=128, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, num_workers=8),
-    },
-}
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -269,7 +222,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
               "preprocessing": PREP.to_dict(), "classes": list(CLASSES), "brisc_version": brisc.__version__, **run_info}
     tracker.start(kind, config)
 
-    state_path, last_path, best_path = out_dir / "state.pt", out_dir / "last.safetensors", out_dir / "model.safetensors"
+    state_path, last_path, best_path = out_dir / STATE, out_dir / LAST, out_dir / WEIGHTS
     start_epoch, history, pretrain_history, best = 0, [], [], {"epoch": 0, "macro_f1": -1.0}
     recipe = _recipe(config)
     state = ckpt.load_state(state_path) if resume and state_path.exists() else None
@@ -326,8 +279,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     metrics = final_evaluation(model, splits, val_ds, cfg=cfg, env=env, history=history, pretrain=pretrain_history,
                                best=best, tracker=tracker)
     if env.is_main:
-        ckpt.write_json(out_dir / "config.json", {**config, "temperature": metrics["temperature"]})
-        ckpt.write_json(out_dir / "metrics.json", metrics)
+        ckpt.write_json(out_dir / CONFIG, {**config, "temperature": metrics["temperature"]})
+        ckpt.write_json(out_dir / METRICS, metrics)
     return FitResult(kind=kind, metrics=metrics, history=history, model=model)
 
 

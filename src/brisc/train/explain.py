@@ -25,7 +25,7 @@ def explanation_maps(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict
         att = torch.stack(out.attentions, 1).float().cpu().numpy()  # [B, L, H, N, N]
         p = model.num_prefix_tokens
         rows = att[:, :, :, 0, p:]  # [CLS] over the patches
-        maps = {"rollout": rollout(att, prefix=p), "cls": cls_map(rows)}
+        maps = {"rollout": rollout(att, prefix=p), "cls": cls_map(rows)}  # brisc.kinds.EXPLAIN_METHODS
         return maps | {f"cls:layer={k + 1}": cls_map(rows, layer=k) for k in range(att.shape[1])}
     logits = model(pixel_values).logits
     return {"saliency": model.saliency(pixel_values, logits).float().cpu().numpy()}

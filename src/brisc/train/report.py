@@ -12,15 +12,16 @@ from brisc import CLASSES
 from brisc.data import Sample, load_mask
 from brisc.maps import resize_map
 from brisc.fsio import write_text_atomic
+from brisc.kinds import display_name
 from brisc.train.checkpoint import write_json
 
-NAMES = {"vit": "home-made ViT", "hf_vit": "HF ViT (fine-tuned)", "sae": "stacked autoencoders"}
+
 
 
 def _row(kind: str, m: dict) -> dict:
     v = m["val"]
     row = {
-        "model": kind, "name": NAMES.get(kind, kind), "parameters": m["parameters"],
+        "model": kind, "name": display_name(kind), "parameters": m["parameters"],
         "train_seconds": m["train_seconds"], "train_img_s": m["train_img_s"], "infer_img_s": m["infer_img_s"],
         "best_epoch": m["best_epoch"], "temperature": m["temperature"],
         "val_accuracy": v["accuracy"], "val_macro_f1": v["macro_f1"], "val_macro_auc": v["macro_auc"],
@@ -94,8 +95,8 @@ def plot_curves(results: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for kind, m in results.items():
         ep = [h["epoch"] for h in m["history"]]
-        axes[0].plot(ep, [h["train_loss"] for h in m["history"]], label=NAMES.get(kind, kind))
-        axes[1].plot(ep, [h["val_macro_f1"] for h in m["history"]], label=NAMES.get(kind, kind))
+        axes[0].plot(ep, [h["train_loss"] for h in m["history"]], label=display_name(kind))
+        axes[1].plot(ep, [h["val_macro_f1"] for h in m["history"]], label=display_name(kind))
     axes[0].set(xlabel="epoch", ylabel="train loss", title="training loss")
     axes[1].set(xlabel="epoch", ylabel="macro-F1", title="validation macro-F1", ylim=(0, 1))
     axes[1].legend()
@@ -114,7 +115,7 @@ def plot_confusions(results: dict[str, dict], path: Path) -> None:
             for j in range(cm.shape[1]):
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="black")
         ax.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xlabel="predicted", ylabel="true",
-               title=NAMES.get(kind, kind))
+               title=display_name(kind))
         ax.set_xticklabels(CLASSES, rotation=30, fontsize=7)
         ax.set_yticklabels(CLASSES, fontsize=7)
     fig.tight_layout()
@@ -144,7 +145,7 @@ def plot_attention(model: torch.nn.Module, samples: list[Sample], path: Path, *,
         ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(s.class_name, fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{NAMES.get(model.kind, model.kind)}: {method} (cyan: tumour mask)", fontsize=9)
+    fig.suptitle(f"{display_name(model.kind)}: {method} (cyan: tumour mask)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     fig.canvas.draw()

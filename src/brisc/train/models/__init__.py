@@ -6,10 +6,10 @@ from torch import nn
 
 from brisc.train.models.common import ClassifierOutput, ModelLoadError
 from brisc.train.models.hf_vit import DEFAULT_HF_MODEL, HFViTClassifier
+from brisc.kinds import MODEL_KINDS
 from brisc.train.models.sae import SAE_PRESETS, SAEConfig, StackedAutoencoder
 from brisc.train.models.vit import VIT_PRESETS, ViTConfig, VisionTransformer
 
-MODEL_KINDS = ("vit", "hf_vit", "sae")
 
 
 def preset_config(kind: str, preset: str) -> ViTConfig | SAEConfig | None:

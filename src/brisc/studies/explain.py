@@ -1,6 +1,6 @@
 """Which attention map points at the lesion? Variants of rollout and [CLS] attention scored on tumour masks.
 
-    python -m brisc.train.explain_study --run artifacts/runs/brisc-cpu [--model vit] [--limit N]
+    python -m brisc.studies.explain --run artifacts/runs/brisc-cpu [--model vit] [--limit N]
 
 Prints a markdown table (pointing game, energy in mask, next to the mask area as the chance level) for:
 plain rollout; rollout started at a later layer; rollout with max head fusion; the [CLS] attention of
@@ -10,14 +10,16 @@ validation tumour images, scored with the same metrics as everywhere else.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
 from brisc.data import Sample, discover
+from brisc.fsio import write_json_atomic
+from brisc.kinds import KINDS, MODEL_KINDS
+from brisc.runfolder import RunFolder
 from brisc.imageio import load
 from brisc.maps import cls_map, rollout
 from brisc.train.explain import score_maps, summarise
@@ -41,8 +43,8 @@ def study(run: Path, kind: str = "vit", limit: int | None = None, batch: int = 1
     from brisc.export.loading import load_trained
 
     model = load_trained(run, kind).model.eval()
-    val = set(json.loads((run / "split.json").read_text())["val"])
-    data = json.loads((run / kind / "config.json").read_text())["data"]
+    rf = RunFolder(run)
+    val, data = set(rf.val_paths()), rf.data_root(kind)
     samples: list[Sample] = [s for s in discover(data).samples if s.path in val and s.mask]
     samples = sorted(samples, key=lambda s: s.path)[:limit]
     rows: dict[str, list] = {}
@@ -64,17 +66,17 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True, type=Path)
-    ap.add_argument("--model", default="vit", choices=["vit", "hf_vit"])
-    ap.add_argument("--limit", type=int, default=None, help="at most this many validation tumour images")
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    a = ap.parse_args()
-    res = study(a.run, a.model, a.limit)
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=2))
-    print(markdown(res))
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", default="vit", show_default=True,
+              type=click.Choice([k for k in MODEL_KINDS if KINDS[k].attention]))
+@click.option("--limit", type=int, default=None, help="At most this many validation tumour images.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the numbers here.")
+def main(run: Path, model: str, limit: int | None, json_out: Path | None) -> None:
+    res = study(run, model, limit)
+    if json_out:
+        write_json_atomic(json_out, res)
+    click.echo(markdown(res))
 
 
 if __name__ == "__main__":

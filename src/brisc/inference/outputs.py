@@ -1,0 +1,158 @@
+"""What brisc-infer writes: the prediction tables (appended, never truncated) and each scan's heatmap files.
+
+Every file appears under its final name only when complete (``brisc.fsio.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from brisc.fsio import atomic_path
+from brisc.inference.heatmap import JPEG_QUALITY, THUMB_MAX, fit, overlay, panel
+from brisc.inference.inputs import Item, item_key
+
+if TYPE_CHECKING:
+    from brisc.inference.runner import InferOptions
+
+
+ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in ("glioma", "meningioma", "no_tumor", "pituitary")),
+              "true_label", "correct", "explain", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area", "deletion_auc",
+              "insertion_auc", "heatmap", "thumbnail", "panel", "map",
+              "model", "model_sha256", "provider", "input_sha256", "time"]
+
+
+def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:
+    """``out/sub/<rel><suffix>``, guaranteed to stay inside ``out``."""
+    parts = [p for p in Path(rel).parts if p not in ("", ".", "..", "/")]
+    p = out.joinpath(sub, *parts[:-1], (parts[-1] if parts else "_") + suffix)
+    if not p.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"{rel}: output path would leave --out")
+    return p
+
+
+def _atomic_save(img, path: Path, fmt: str, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt, **kw)
+
+
+def _atomic_npy(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
+class Writer:
+    """predictions.jsonl (the record), predictions.csv (the same rows as a table) and errors.csv, appended
+    and flushed per batch. A kill at any moment loses at most the batch in flight: resuming reads the
+    valid rows, cuts only a torn last line, and appends; the tables are rewritten whole (atomically) at
+    start and at close, never truncated in place."""
+
+    def __init__(self, out: Path, *, resume: bool):
+        self.out = out
+        self.done: dict[str, dict] = {}
+        jl = out / "predictions.jsonl"
+        if resume and jl.exists():
+            self._read(jl)
+        else:
+            with atomic_path(jl) as tmp:
+                tmp.write_bytes(b"")
+        self._rewrite(record=False)
+        with atomic_path(out / "errors.csv") as tmp:  # this run's errors: failed files are retried
+            tmp.write_text("path,reason\n", encoding="utf-8")
+        self.jsonl = open(jl, "a", encoding="utf-8")
+        self.csv_file = open(out / "predictions.csv", "a", newline="", encoding="utf-8")
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=ROW_FIELDS)
+        self.err_file = open(out / "errors.csv", "a", newline="", encoding="utf-8")
+        self.err = csv.writer(self.err_file)
+
+    def _read(self, jl: Path) -> None:
+        data = jl.read_bytes()
+        end = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # the torn last line of a killed run
+            end += len(line)
+            try:
+                row = json.loads(line)
+                self.done[item_key(row["path"], row["frame"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        if end < len(data):
+            os.truncate(jl, end)
+
+    def _csv_row(self, r: dict) -> dict:
+        return {k: r.get(k) for k in ROW_FIELDS} | {f"p_{c}": r["probabilities"][c] for c in r["probabilities"]}
+
+    def _rewrite(self, *, record: bool) -> None:
+        """predictions.csv (and, with ``record``, predictions.jsonl) written whole from the rows kept."""
+        if record:
+            with atomic_path(self.out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values())
+        with atomic_path(self.out / "predictions.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+            w.writeheader()
+            w.writerows(self._csv_row(r) for r in self.done.values())
+
+    def add(self, rows: list[dict]) -> None:
+        for r in rows:
+            self.jsonl.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self.csv.writerow(self._csv_row(r))
+            self.done[item_key(r["path"], r["frame"])] = r
+        self.flush()
+
+    def error(self, rel: str, reason: str) -> None:
+        self.err.writerow([rel, reason])
+        self.err_file.flush()
+
+    def flush(self) -> None:
+        for f in (self.jsonl, self.csv_file):
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        """Close, then rewrite the tables with one row per item (a redone item keeps its newest row)."""
+        for f in (self.jsonl, self.csv_file, self.err_file):
+            f.close()
+        self._rewrite(record=True)
+
+
+def heatmap_paths(out: Path, it: Item) -> dict[str, Path]:
+    """Where one scan's heatmap files go: overlay (JPEG), thumbnail, panel and raw map."""
+    suffix = "" if it.frame is None else f".frame{it.frame:04d}"
+    return {"overlay": output_path(out, "heatmaps", it.rel, suffix + ".jpg"),
+            "thumbnail": output_path(out, "thumbnails", it.rel, suffix + ".jpg"),
+            "panel": output_path(out, "heatmaps", it.rel, suffix + ".panel.png"),
+            "map": output_path(out, "heatmaps", it.rel, suffix + ".npy")}
+
+
+def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions",
+            mask: np.ndarray | None = None):
+    """Write one scan's overlay and thumbnail (and panel, raw map when asked); sets row['heatmap'] and
+    row['thumbnail']. -> None or (key, error)."""
+    try:
+        paths = heatmap_paths(out, it)
+        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)
+        _atomic_save(ov, paths["overlay"], "JPEG", quality=JPEG_QUALITY)
+        _atomic_save(fit(ov, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
+        if opts.panels:
+            pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
+                       truth=row["true_label"], mask=mask, cmap=opts.cmap)
+            _atomic_save(pn, paths["panel"], "PNG", compress_level=1)
+        if opts.save_maps:
+            _atomic_npy(np.asarray(m, np.float32), paths["map"])
+        rel = {k: p.relative_to(out).as_posix() for k, p in paths.items()}
+        row.update(heatmap=rel["overlay"], thumbnail=rel["thumbnail"], panel=rel["panel"] if opts.panels else None,
+                   map=rel["map"] if opts.save_maps else None)
+        return None
+    except (OSError, ValueError) as e:
+        row.update(heatmap=None, thumbnail=None, panel=None, map=None)
+        return (it.key, f"heatmap not written ({e})")
+
+

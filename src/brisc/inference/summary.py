@@ -1,0 +1,65 @@
+"""summary.json: counts, accuracy against the truth when known, and the maps against tumour masks, in plain words."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from brisc.inference.session import ModelSession
+from brisc.metrics import classification_metrics
+
+
+def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: int, new: int,
+              elapsed: float, model_seconds: float) -> dict:
+    classes = sess.classes
+    counts = Counter(r["predicted"] for r in rows)
+    s = {
+        "model": sess.name, "model_sha256": sess.card.model_sha256, "model_kind": sess.card.model_kind,
+        "provider": sess.provider, "classified": len(rows), "classified_this_run": new, "failures": failures,
+        "skipped_non_images": skipped, "predicted_per_class": {c: counts.get(c, 0) for c in classes},
+        "seconds": round(elapsed, 3), "img_per_s": round(new / elapsed, 2) if elapsed > 0 and new else None,
+        "model_img_per_s": round(new / model_seconds, 2) if model_seconds > 0 else None,
+        "note": "research use only: not a medical device",
+    }
+    labelled = [r for r in rows if r["true_label"] in classes]
+    if labelled:
+        s["ground_truth"] = ground_truth_summary(labelled, classes)
+    scored = [r for r in rows if r.get("pointing_hit") is not None]
+    if scored:
+        s["masks"] = mask_summary(scored)
+    return s
+
+
+def ground_truth_summary(labelled: list[dict], classes: list[str]) -> dict:
+    """Accuracy, macro-F1 over the classes that occur in the ground truth (a class with no scans has no
+    meaningful F1), and the confusion matrix with its axes named."""
+    y = np.array([classes.index(r["true_label"]) for r in labelled])
+    p = np.array([[r["probabilities"][c] for c in classes] for r in labelled])
+    m = classification_metrics(np.log(np.clip(p, 1e-12, 1)), y)  # log-probabilities: same argmax and ranks
+    present = [c for c in classes if m["per_class"][c]["support"] > 0]
+    return {"n": len(labelled), "accuracy": m["accuracy"],
+            "macro_f1": float(np.mean([m["per_class"][c]["f1"] for c in present])), "macro_f1_classes": present,
+            "classes": classes, "confusion": m["confusion"],
+            "confusion_axes": "rows: true class, columns: predicted class, both in the order of 'classes'"}
+
+
+def mask_summary(scored: list[dict]) -> dict:
+    """The maps against the tumour masks, with the pointing game's chance level and what it means."""
+    en = [r["energy_in_mask"] for r in scored if r["energy_in_mask"] is not None]
+    chance = [r["pointing_chance"] for r in scored if r.get("pointing_chance") is not None]
+    faithful = [r for r in scored if r.get("deletion_auc") is not None]
+    m = {"n": len(scored), "pointing_game": float(np.mean([r["pointing_hit"] for r in scored])),
+         "pointing_chance": float(np.mean(chance)) if chance else None,
+         "energy_in_mask": float(np.mean(en)) if en else None,
+         "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored])),
+         "faithfulness_n": len(faithful),
+         "deletion_auc": float(np.mean([r["deletion_auc"] for r in faithful])) if faithful else None,
+         "insertion_auc": float(np.mean([r["insertion_auc"] for r in faithful])) if faithful else None}
+    m["explanation"] = (
+        f"The map's brightest point fell on the tumour (within 15 px of its mask) in {m['pointing_game']:.0%} of "
+        f"{m['n']} scans with a mask; a point picked at random would land there in "
+        f"{m['pointing_chance'] or 0:.0%}. {m['energy_in_mask'] or 0:.0%} of the map's mass lay inside the mask, "
+        f"which covers {m['mask_area_fraction']:.1%} of a scan. This says where the model looked, not that it "
+        f"looked for the right reason.")
+    return m

@@ -1,0 +1,81 @@
+"""The run folder that brisc-train writes and every other tool reads (torch-free): one definition of its files.
+
+    <run>/split.json               the split: seed, val_fraction, method, groups, train/val/test image paths
+    <run>/<kind>/config.json       architecture, training recipe, preprocessing, run info, temperature
+    <run>/<kind>/metrics.json      validation metrics of the best checkpoint ("complete": true when finished)
+    <run>/<kind>/model.safetensors the best checkpoint (by validation macro-F1)
+    <run>/<kind>/last.safetensors  the last epoch's weights, with state.pt the exact resume point
+    <run>/<kind>/state.pt          optimizer, scheduler, history and recipe after the last epoch
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from brisc.kinds import MODEL_KINDS
+
+SPLIT, CONFIG, METRICS = "split.json", "config.json", "metrics.json"
+WEIGHTS, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def model_dir(self, kind: str) -> Path:
+        return self.root / kind
+
+    @property
+    def split_path(self) -> Path:
+        return self.root / SPLIT
+
+    def split(self) -> dict:
+        return json.loads(self.split_path.read_text())
+
+    def val_paths(self) -> list[str]:
+        """The validation images, in the order the run evaluated them."""
+        return list(self.split()["val"])
+
+    def config_path(self, kind: str) -> Path:
+        return self.root / kind / CONFIG
+
+    def metrics_path(self, kind: str) -> Path:
+        return self.root / kind / METRICS
+
+    def weights(self, kind: str) -> Path:
+        return self.root / kind / WEIGHTS
+
+    def last(self, kind: str) -> Path:
+        return self.root / kind / LAST
+
+    def state(self, kind: str) -> Path:
+        return self.root / kind / STATE
+
+    def config(self, kind: str) -> dict:
+        return json.loads(self.config_path(kind).read_text())
+
+    def metrics(self, kind: str) -> dict:
+        """{} before the first run of ``kind`` has finished."""
+        p = self.metrics_path(kind)
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def complete(self, kind: str) -> bool:
+        return bool(self.metrics(kind).get("complete"))
+
+    def has_model(self, kind: str) -> bool:
+        return self.weights(kind).is_file() and self.config_path(kind).is_file()
+
+    def trained_kinds(self) -> list[str]:
+        return [k for k in MODEL_KINDS if self.has_model(k)]
+
+    def started_kinds(self, kinds) -> list[str]:
+        """Of ``kinds``, those with a resume point (a run of them has begun here)."""
+        return [k for k in kinds if self.state(k).exists()]
+
+    def data_root(self, kind: str) -> str:
+        return self.config(kind)["data"]

@@ -1,0 +1,72 @@
+"""The layers of docs/architecture.md, checked on the source: no module imports a layer above its own."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "brisc"
+
+# Layer of each top-level part of the package; a module may import its own layer and the ones below.
+LAYERS = {"core": 0, "train": 1, "inference": 1, "export": 2, "studies": 3, "apps": 4}
+APPS = {"demo", "data_cli"}  # command shells over the layers below
+FORBIDDEN = {"inference": {"torch", "torchvision", "transformers", "brisc.train", "brisc.export"},  # torch-free
+             "core": {"torch", "torchvision", "transformers"}}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in APPS:
+        return "apps" if len(parts) > 1 and parts[1] in APPS else "core"
+    return parts[1] if parts[1] in LAYERS else "core"
+
+
+def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """Absolute imports of a module (with ``top_level_only``, not those inside functions: lazy imports)."""
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree)
+    if top_level_only:
+        lazy = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for n in ast.walk(f)}
+        nodes = (n for n in ast.walk(tree) if id(n) not in lazy)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules():
+    for p in sorted(SRC.rglob("*.py")):
+        yield "brisc." + ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"), p
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    wrong = []
+    for name, path in modules():
+        mine = layer_of(name)
+        for imp in imports(path):
+            if imp.startswith("brisc.") and LAYERS[layer_of(imp)] > LAYERS[mine]:
+                wrong.append(f"{name} ({mine}) imports {imp} ({layer_of(imp)})")
+            if mine == layer_of(imp) != "core" and imp.split(".")[1] != name.split(".")[1]:
+                wrong.append(f"{name} imports {imp}: train and inference do not import each other")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_inference_and_the_core_stay_torch_free():
+    """Inference never imports torch; the core only lazily, in functions that training calls (hardware)."""
+    wrong = []
+    for name, path in modules():
+        layer = layer_of(name)
+        banned = FORBIDDEN.get(layer, set())
+        wrong += [f"{name} imports {imp}" for imp in imports(path, top_level_only=layer == "core")
+                  if any(imp == b or imp.startswith(b + ".") for b in banned)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_long_modules_say_why_at_the_top():
+    for name, path in modules():
+        lines = path.read_text().splitlines()
+        if len(lines) > 300:
+            head = "\n".join(lines[:15]).lower()
+            assert "long" in head or "lines" in head, f"{name}: {len(lines)} lines without a reason at its top"
