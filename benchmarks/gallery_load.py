@@ -103,9 +103,9 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--screenshot", type=Path, default=None, help="also a screenshot of the benchmark's page")
     ap.add_argument("--shoot", nargs=2, type=Path, metavar=("INDEX_HTML", "PNG"),
-                    help="only a screenshot of a real gallery (opened on its mistakes: index.html#wrong)")
+                    help="only a screenshot of a real gallery (opened on its mistakes: index.html#wrong-only)")
     a = ap.parse_args()
     if a.shoot:
-        open_page(browser() or "chromium", a.shoot[0].resolve(), a.shoot[1], fragment="#wrong")
+        open_page(browser() or "chromium", a.shoot[0].resolve(), a.shoot[1], fragment="#wrong-only")
     else:
         print(run(a.n, a.screenshot))

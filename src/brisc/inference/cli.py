@@ -19,10 +19,10 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
 @click.option("--heatmaps", is_flag=True,
-              help="Write heatmaps/<path>.jpg (the scan with the map on top, ~40 KB), thumbnails/<path>.jpg and "
+              help="Write heatmaps/<path>.jpg (the scan with the map on top, ~30 KB), thumbnails/<path>.jpg and "
                    "index.html (a gallery to filter and sort).")
 @click.option("--panels", is_flag=True, help="With --heatmaps: also heatmaps/<path>.panel.png, scan | overlay with "
-                                              "the prediction, true label, mask outline and legend (~150 KB a scan).")
+                                              "the prediction, true label, mask outline and legend (~210 KB a scan).")
 @click.option("--save-maps", is_flag=True, help="With --heatmaps: also the raw 14x14 map as heatmaps/<path>.npy.")
 @click.option("--explain", type=click.Choice(INFER_EXPLAIN_CHOICES), default="auto", show_default=True,
               help="auto: the model's recommended `heatmap` output (named in its sidecar: rollout or an early "
@@ -115,6 +115,7 @@ def summary_lines(s: dict, out: Path) -> list[str]:
             lines.append(f"faithfulness on {m['faithfulness_n']} of them: deletion AUC {m['deletion_auc']:.3f} (lower: "
                          f"hiding the map's top patches first hurts the prediction sooner), insertion AUC "
                          f"{m['insertion_auc']:.3f} (higher is better)")
+    lines.append("research use only: not a medical device")
     return lines
 
 

@@ -112,7 +112,7 @@ function draw() {
 document.querySelectorAll("#controls input, #controls select").forEach(e => e.addEventListener("input", apply));
 document.querySelectorAll("#confusion td[data-t]").forEach(td => td.addEventListener("click", () => {
   $("truth").value = td.dataset.t; $("pred").value = td.dataset.p; $("wrong").checked = false; apply(); }));
-if (location.hash === "#wrong") $("wrong").checked = true;  // index.html#wrong opens on the mistakes
+if (location.hash === "#wrong-only") $("wrong").checked = true;  // index.html#wrong-only opens on the mistakes
 apply();
 // How long the page took, read back by benchmarks/gallery_load.py in a headless browser.
 document.documentElement.dataset.drawnMs = Math.round(performance.now());

@@ -39,7 +39,7 @@ class InferOptions:
     recursive: bool = True
     resume: bool = False
     overwrite: bool = False
-    panels: bool = False  # with heatmaps: also the side-by-side panel PNG (~150 KB a scan)
+    panels: bool = False  # with heatmaps: also the side-by-side panel PNG (~210 KB a scan)
     save_maps: bool = False  # with heatmaps: also the raw 14x14 map as .npy
     cmap: str = "viridis"
     alpha: float = 0.6  # the overlay's opacity at the map's peak (it fades to clear where the map is low)
