@@ -136,7 +136,6 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
 
 def build_models(opts: RunOptions, configs: dict) -> dict:
     """Every model built (and --init loaded) before anything is written: an unreachable hub id fails first."""
-    from brisc.train import checkpoint as ckpt
     from brisc.train.guidance import resolve_layers
     from brisc.train.models import ModelLoadError, build_model
 
@@ -150,11 +149,7 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
         except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
             raise UsageError(f"{kind}: {e}") from None
         if opts.init is not None:
-            weights = RunFolder(opts.init).weights(kind)
-            try:
-                ckpt.load_weights(weights, models[kind])
-            except (OSError, RuntimeError) as e:  # missing file, or another architecture
-                raise UsageError(f"--init {weights}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
+            init_weights(models[kind], kind, opts.init)
         if cfg.guide_weight:
             if not models[kind].has_attention:
                 raise UsageError(f"--set {kind}.guide_weight: mask guidance needs attention; {kind} has none")
@@ -163,6 +158,27 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
             except ValueError as e:
                 raise UsageError(f"--set {kind}.guide_layers: {e}") from None
     return models
+
+
+def init_weights(model, kind: str, init: Path) -> None:
+    """--init: a brisc-train run folder (that run's model of this kind), or a brisc-pretrain output (a transformers
+    ViT encoder: the home-made ViT through the parity mapping, its head and registers left as initialised)."""
+    from safetensors.torch import load_file
+
+    from brisc.train import checkpoint as ckpt
+    from brisc.train.models.vit import VisionTransformer, load_hf_vit_state
+    from brisc.train.pretrain import is_pretrained_dir
+
+    try:
+        if is_pretrained_dir(init):
+            if not isinstance(model, VisionTransformer):
+                raise UsageError(f"--init {init}: a pretrained ViT encoder starts the home-made ViT only, not {kind} "
+                                 "(the HF ViT takes it with --hf-model)")
+            load_hf_vit_state(model, load_file(str(init / "model.safetensors")))
+        else:
+            ckpt.load_weights(RunFolder(init).weights(kind), model)
+    except (OSError, RuntimeError, KeyError) as e:  # missing file, or another architecture
+        raise UsageError(f"--init {init}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
 
 
 def run_training(opts: RunOptions, log=print) -> dict:
@@ -269,7 +285,8 @@ def report(opts: RunOptions, results: dict, run_info: dict, tracker, log) -> dic
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX when the preset asks; "
                    "elsewhere fp32, since emulated bf16 is several times slower].")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
-              help="Start each model from the best weights of this run folder (same architecture), e.g. to fine-tune.")
+              help="Start each model from the best weights of this run folder (same architecture), e.g. to fine-tune; "
+                   "or start the home-made ViT from a brisc-pretrain output (its encoder; head and registers new).")
 @click.option("--set", "overrides", multiple=True, metavar="MODEL.KEY=VALUE",
               help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
                    "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")

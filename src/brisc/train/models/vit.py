@@ -209,22 +209,25 @@ class VisionTransformer(nn.Module):
         return ClassifierOutput(logits=self.forward_head(tokens), attentions=attentions)
 
 
-def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor]) -> None:
-    """Copy a transformers ``ViTForImageClassification`` state dict (same shape, linear head) into ``model``."""
+def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a transformers ViT state dict into ``model``: a ``ViTForImageClassification`` (same shape, linear
+    head) fills every parameter; a ``ViTModel`` (an encoder alone, e.g. brisc-pretrain's output) fills all but
+    the head and the registers, which keep their initialisation. Returns the parameters left as they were."""
+    pre = "vit." if "vit.embeddings.cls_token" in hf_state else ""
     sd = {
-        "cls_token": hf_state["vit.embeddings.cls_token"],
-        "pos_embed": hf_state["vit.embeddings.position_embeddings"],
-        "patch_embed.proj.weight": hf_state["vit.embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": hf_state["vit.embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": hf_state["vit.layernorm.weight"],
-        "norm.bias": hf_state["vit.layernorm.bias"],
-        "head.weight": hf_state["classifier.weight"],
-        "head.bias": hf_state["classifier.bias"],
+        "cls_token": hf_state[pre + "embeddings.cls_token"],
+        "pos_embed": hf_state[pre + "embeddings.position_embeddings"],
+        "patch_embed.proj.weight": hf_state[pre + "embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": hf_state[pre + "embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": hf_state[pre + "layernorm.weight"],
+        "norm.bias": hf_state[pre + "layernorm.bias"],
     }
+    if "classifier.weight" in hf_state:
+        sd |= {"head.weight": hf_state["classifier.weight"], "head.bias": hf_state["classifier.bias"]}
     for i in range(model.config.depth):
-        p = f"vit.layers.{i}."
+        p = f"{pre}layers.{i}."
         if p + "attention.q_proj.weight" not in hf_state:  # transformers < 5 names
-            p = f"vit.encoder.layer.{i}."
+            p = f"{pre}encoder.layer.{i}."
             names = {"q": "attention.attention.query", "k": "attention.attention.key", "v": "attention.attention.value",
                      "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense"}
         else:
@@ -238,4 +241,8 @@ def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor
             sd[b + f"mlp.fc2.{t}"] = hf_state[p + names["fc2"] + f".{t}"]
             sd[b + f"norm1.{t}"] = hf_state[p + f"layernorm_before.{t}"]
             sd[b + f"norm2.{t}"] = hf_state[p + f"layernorm_after.{t}"]
-    model.load_state_dict(sd)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    wrong = [k for k in missing if not (k.startswith("head.") or k == "reg_token")] + list(unexpected)
+    if wrong:
+        raise RuntimeError(f"not a ViT of this shape: {', '.join(wrong[:5])}")
+    return list(missing)

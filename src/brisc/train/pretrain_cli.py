@@ -1,0 +1,48 @@
+"""`brisc-pretrain`: masked-autoencoder pretraining on the training split, offline. A thin shell over ``pretrain``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from brisc.data import SPLIT_METHODS
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="BRISC folder (any layout brisc-data knows) [default: $BRISC_DATA or ../shared/data/brisc2025].")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: a transformers ViT directory for --hf-model / --init, with the MAE beside it.")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True,
+              help="tiny: tests; cpu: encoder 192x6 (the cpu ViT's), 30 epochs; gpu: 384x12 (ViT-S), 200 epochs.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the run and of the split: the same as brisc-train's, so validation is never seen.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: where the GPU/CPU runs it natively].")
+@click.option("--wandb", type=click.Choice(["offline", "online", "disabled"]), default="offline", show_default=True)
+def main(data, out, preset, epochs, batch_size, lr, seed, val_fraction, split, resume, bf16, wandb) -> None:
+    """Pretrain a ViT encoder as a masked autoencoder (transformers' ViTMAEForPreTraining) on the images of the
+    BRISC training split only (no labels, never validation), and write it where `brisc-train --models hf_vit
+    --hf-model OUT` and `brisc-train --models vit --init OUT` pick it up. Reconstructions of four training images
+    are saved each epoch (OUT/reconstructions)."""
+    from brisc.data import DataError, default_data_root
+    from brisc.train.pretrain import PretrainError, PretrainOptions, pretrain
+
+    try:
+        pretrain(PretrainOptions(data=data or default_data_root(), out=out, preset=preset, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction, split=split,
+                                 resume=resume, bf16=bf16, wandb=wandb), log=click.echo)
+    except (PretrainError, DataError) as e:
+        click.echo(f"brisc-pretrain: error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
