@@ -17,5 +17,5 @@ def test_the_distribution_is_brisc_mri_and_provides_the_brisc_commands():
     dists = set(md.packages_distributions()["brisc"])
     assert dists == {"brisc-mri"}, dists
     scripts = {e.name for e in md.distribution("brisc-mri").entry_points if e.group == "console_scripts"}
-    assert {"brisc-train", "brisc-export", "brisc-infer", "brisc-data"} <= scripts
+    assert {"brisc-train", "brisc-pretrain", "brisc-export", "brisc-infer", "brisc-data"} <= scripts
     assert md.version("brisc-mri") == brisc.__version__
