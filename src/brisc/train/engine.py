@@ -31,7 +31,7 @@ import brisc
 from brisc import CLASSES
 from brisc.data import Sample, Splits
 from brisc.imageio import DEFAULT as PREP
-from brisc.metrics import classification_metrics, fit_temperature
+from brisc.metrics import classification_metrics, cross_fitted_ece, fit_temperature
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
 from brisc.train.config import TrainConfig
@@ -298,7 +298,8 @@ def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainCo
         "train_img_s": float(np.median([h["train_img_s"] for h in history])) if history else None,
         "infer_img_s": img_s,
         "temperature": temperature,
-        "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"]},
+        "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"],
+                "ece_cross_fitted": cross_fitted_ece(logits, y)},  # temperature fitted on the other half
         "history": history,
         "pretrain": pretrain,
     }
