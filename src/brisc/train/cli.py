@@ -112,7 +112,7 @@ def load_splits(opts: RunOptions, log):
 def recipes(opts: RunOptions, device_type: str) -> dict:
     """kind -> (architecture config, TrainConfig, why bf16 is on or off): preset, then flags, then --set."""
     from brisc.hardware import choose_bf16
-    from brisc.train.config import TRAIN_PRESETS
+    from brisc.train.config import LOADERS, TRAIN_PRESETS
     from brisc.train.models import preset_config
     from brisc.train.overrides import OverrideError, apply_overrides, parse_item
 
@@ -127,6 +127,8 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
             cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
                                                     ("lr", opts.lr), ("num_workers", opts.workers)) if v is not None})
             model_cfg, cfg = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
+            if cfg.loader not in LOADERS:
+                raise OverrideError(f"--set {kind}.loader={cfg.loader}: choose from {', '.join(LOADERS)}")
             bf16, why = choose_bf16(opts.bf16, cfg.bf16, device_type)
             out[kind] = (model_cfg, replace(cfg, bf16=bf16), why)
         return out

@@ -34,11 +34,15 @@ class TrainConfig:
     guide_layers: tuple[int, ...] = (-1,)
     guide_blur: float = 1.0
     guide_floor: float = 0.05
+    # "pil": DataLoader over ScanDataset, one image at a time (exactly the runs in docs/results.md); "tensor":
+    # whole batches augmented on the training device (brisc.train.batches), the GPU path.
+    loader: str = "pil"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+LOADERS = ("pil", "tensor")
 _TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16)
 TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
     "tiny": {"vit": _TINY, "hf_vit": replace(_TINY, lr=1e-4), "sae": replace(_TINY, pretrain_epochs=2)},
@@ -55,7 +59,7 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False),
     },
     "gpu": {
-        "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8,
+        "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8, loader="tensor",
                            augment=AugmentConfig(rotation=15, scale=(0.9, 1.1), translate=0.05)),
         "hf_vit": TrainConfig(epochs=10, batch_size=64, lr=5e-5, warmup_epochs=1, num_workers=8),
         "sae": TrainConfig(epochs=60, batch_size=128, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, num_workers=8),

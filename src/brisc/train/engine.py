@@ -34,6 +34,7 @@ from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, cross_fitted_ece, fit_temperature
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
+from brisc.train.batches import TensorBatches
 from brisc.train.config import TrainConfig
 from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
@@ -247,9 +248,11 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
 
+    batches = (TensorBatches(train_ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size,
+                             rank=env.rank, world_size=env.world_size) if cfg.loader == "tensor" else None)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
-        loader = make_loader(train_ds, cfg, env, epoch, seed)
+        loader = batches.epoch(epoch_seed(seed, epoch)) if batches else make_loader(train_ds, cfg, env, epoch, seed)
         tr = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg=cfg, env=env,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
         logits, y, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
