@@ -52,7 +52,7 @@ def main() -> None:
                 out = Path(tmp) / f"{kind}-{method}"
                 heat = a.examples is not None and kind == a.models.split(",")[0] and method == "auto"
                 s = run_inference(InferOptions(inputs=tuple(s.path for s in chosen), out=out, masks=masks,
-                                               explain=method, heatmaps=heat,
+                                               explain=method, heatmaps=heat, panels=heat,
                                                faithfulness=0 if method == "occlusion" else 100), sess, progress=False)
                 m = s["masks"]
                 name = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])["explain"]
@@ -66,7 +66,7 @@ def main() -> None:
                     a.examples.mkdir(parents=True, exist_ok=True)
                     for tag, group in (("hit", hits), ("miss", misses)):
                         for n, p in enumerate(group, 1):  # numbered: BRISC file names stay out of the repository
-                            src = out / (p["heatmap"][: -len(".png")] + ".panel.png")
+                            src = out / p["panel"]
                             shutil.copyfile(src, a.examples / f"{kind}_{tag}_{n}.png")
                             print(f"{kind}_{tag}_{n}.png <- {p['path']}")
     print("\n".join(rows))

@@ -136,3 +136,8 @@ def write_png_bomb(path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
     return path
+
+
+def prediction_rows(out) -> list[dict]:
+    """brisc-infer's predictions.jsonl in --out, one dict a row."""
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -14,13 +14,9 @@ import pytest
 from brisc.inference import outputs
 from brisc.inference.outdir import MARKER, OutLock
 from brisc.synth import generate
-from conftest import gallery_data, run_cli
+from conftest import gallery_data, prediction_rows, run_cli
 
 INFER = "brisc.inference.cli"
-
-
-def _rows(out):
-    return [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +65,7 @@ def test_out_inside_the_input_folder_is_never_read(tiny_export, scans, tmp_path)
     _infer(tiny_export / "vit.onnx", data, "--out", out, "--heatmaps", "--resume", check=True)
     _infer(tiny_export / "vit.onnx", data, "--out", data / "second", check=True)  # an earlier output is skipped too
     for o in (out, data / "second"):
-        paths = [r["path"] for r in _rows(o)]
+        paths = [r["path"] for r in prediction_rows(o)]
         assert len(paths) == 8 and not any(p.startswith(("brisc-out", "second")) for p in paths), paths
     r = _infer(tiny_export / "vit.onnx", out / "heatmaps", "--out", out, "--resume")
     _one_line_exit_2(r, "inside --out")
@@ -92,7 +88,7 @@ def test_a_folder_that_is_not_a_brisc_output_is_refused_and_untouched(tiny_expor
     empty = tmp_path / "empty"
     empty.mkdir()
     _infer(tiny_export / "vit.onnx", scans, "--out", empty, check=True)  # an empty folder is fine
-    assert (empty / MARKER).is_file() and len(_rows(empty)) == 8
+    assert (empty / MARKER).is_file() and len(prediction_rows(empty)) == 8
 
 
 def test_a_second_process_on_the_same_out_refuses_and_names_the_holder(tiny_export, scans, tmp_path):
@@ -101,7 +97,7 @@ def test_a_second_process_on_the_same_out_refuses_and_names_the_holder(tiny_expo
         r = _infer(tiny_export / "vit.onnx", scans, "--out", out, "--resume")
         _one_line_exit_2(r, f"in use by brisc-infer process {os.getpid()}")
     _infer(tiny_export / "vit.onnx", scans, "--out", out, "--resume", check=True)  # released: it runs
-    assert len(_rows(out)) == 8
+    assert len(prediction_rows(out)) == 8
 
 
 @pytest.mark.parametrize("case", ["a file", "under a file", "missing input", "no images", "resume and overwrite"])
@@ -144,7 +140,7 @@ def test_ctrl_c_and_sigterm_write_what_is_done_and_exit_128_plus_signal(tiny_exp
     _, err = p.communicate(timeout=120)
     assert p.returncode == code, err
     assert "interrupted" in err and "Traceback" not in err and "Aborted" not in err
-    rows = _rows(out)
+    rows = prediction_rows(out)
     assert 4 <= len(rows) < 60
     s = json.loads((out / "summary.json").read_text())
     assert s["interrupted"] and s["classified"] == len(rows)
@@ -152,7 +148,7 @@ def test_ctrl_c_and_sigterm_write_what_is_done_and_exit_128_plus_signal(tiny_exp
     assert drawn == {r["heatmap"] for r in rows}  # every heatmap has its row and every row its heatmap
     assert not [p for p in out.rglob(".*.tmp*")]
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True)
-    assert r.returncode == 0 and len(_rows(out)) == 60, r.stderr[-2000:]
+    assert r.returncode == 0 and len(prediction_rows(out)) == 60, r.stderr[-2000:]
 
 
 def test_errors_header_is_written_first_and_stale_temporaries_are_removed(tiny_export, scans, tmp_path):
@@ -186,7 +182,7 @@ def test_same_name_under_two_inputs_keeps_its_input_in_the_path(tiny_export, sca
         shutil.copy(next((scans / "glioma").glob("*.jpg")), tmp_path / d / "same.jpg")
     out = tmp_path / "o"
     _infer(tiny_export / "vit.onnx", tmp_path / "a", tmp_path / "b", "--out", out, "--heatmaps", check=True)
-    assert sorted(r["path"] for r in _rows(out)) == ["a/same.jpg", "b/same.jpg"]
+    assert sorted(r["path"] for r in prediction_rows(out)) == ["a/same.jpg", "b/same.jpg"]
     assert (out / "heatmaps" / "a" / "same.jpg.jpg").is_file() and (out / "heatmaps" / "b" / "same.jpg.jpg").is_file()
 
 
@@ -194,7 +190,7 @@ def test_resume_with_heatmaps_added_draws_the_missing_ones(tiny_export, scans, t
     out = tmp_path / "o"
     _infer(tiny_export / "vit.onnx", scans, "--out", out, check=True)
     _infer(tiny_export / "vit.onnx", scans, "--out", out, "--resume", "--heatmaps", check=True)
-    rows = _rows(out)
+    rows = prediction_rows(out)
     assert len(rows) == 8 and all(r["heatmap"] and (out / r["heatmap"]).is_file() for r in rows)
     with open(out / "predictions.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 8
@@ -207,5 +203,5 @@ def test_masks_report_deletion_and_insertion_auc(tiny_export, synth_root, tmp_pa
                 "--masks", synth_root / "segmentation_task" / "test" / "masks", "--faithfulness", "4")
     m = json.loads((out / "summary.json").read_text())["masks"]
     assert m["faithfulness_n"] == 4 and 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1
-    assert sum(row["deletion_auc"] is not None for row in _rows(out)) == 4
+    assert sum(row["deletion_auc"] is not None for row in prediction_rows(out)) == 4
     assert "deletion AUC" in r.stderr and "insertion AUC" in r.stderr

@@ -1,8 +1,11 @@
-"""Calibration: the temperature is recovered, and the cross-fitted ECE is measured on images it was not fitted on."""
+"""Metrics on known cases: calibration (the temperature is recovered; the cross-fitted ECE is measured on images it
+was not fitted on) and the explanation scores against masks."""
 
 import numpy as np
+import pytest
 
-from brisc.metrics import cross_fitted_ece, expected_calibration_error, fit_temperature, softmax
+from brisc.metrics import (cross_fitted_ece, energy_in_mask, expected_calibration_error, fit_temperature, pointing_game,
+                           softmax)
 
 
 def _overconfident(n=4000, k=4, factor=3.0, seed=0):
@@ -21,3 +24,20 @@ def test_temperature_undoes_overconfidence_and_cross_fitting_stays_honest():
     crossed = cross_fitted_ece(logits, y)
     assert raw > 0.1 and fitted < 0.03 and crossed < 0.04  # calibrated, also on the half it was not fitted on
     assert crossed == cross_fitted_ece(logits, y)  # seeded halves
+
+
+def test_mask_metric_functions_on_known_lesions(synth_root):
+    from brisc.data import discover, load_mask
+
+    for s in [x for x in discover(synth_root).samples if x.mask][:6]:
+        mask = load_mask(s.mask)
+        oracle = mask.astype(np.float64)
+        assert pointing_game(oracle, mask) is True and energy_in_mask(oracle, mask) == 1.0
+        ys, xs = np.nonzero(mask)
+        h, w = mask.shape
+        corner = max(((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)),
+                     key=lambda c: (c[0] - ys.mean()) ** 2 + (c[1] - xs.mean()) ** 2)
+        far = np.zeros_like(oracle)
+        far[corner] = 1  # a peak at the image corner farthest from the lesion
+        assert pointing_game(far, mask) is False and energy_in_mask(far, mask) == 0.0
+        assert energy_in_mask(np.ones_like(oracle), mask) == pytest.approx(mask.mean())

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from brisc.train.models import HFViTClassifier, StackedAutoencoder, ViTConfig, VisionTransformer, build_model
+from brisc.kinds import KINDS, MODEL_KINDS
+from brisc.train.models import (ARCHITECTURES, HFViTClassifier, StackedAutoencoder, ViTConfig, VisionTransformer,
+                                build_model, preset_config)
 from brisc.train.models.sae import SAEConfig
 from brisc.train.models.vit import load_hf_vit_state
 
@@ -20,7 +22,7 @@ def x():
 
 @pytest.mark.parametrize("kind", ["vit", "sae"])
 def test_forward_shapes_and_finite(kind, x):
-    m = build_model(kind, preset="tiny").eval()
+    m = build_model(kind, preset_config(kind, "tiny")).eval()
     out = m(x, output_attentions=True)
     assert out.logits.shape == (2, 4) and torch.isfinite(out.logits).all()
     if kind == "vit":
@@ -139,3 +141,11 @@ def test_bf16_autocast_only_where_the_cpu_has_bf16(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert hardware.choose_bf16(None, True, "cpu")[0] and not hardware.choose_bf16(False, True, "cpu")[0]
     assert "avx512_bf16" in hardware.describe()
+
+
+def test_one_registry_of_model_kinds():
+    """brisc.kinds (names, display names, maps) and the builders list the same kinds, in the same order."""
+    assert tuple(ARCHITECTURES) == MODEL_KINDS == tuple(KINDS)
+    for kind in MODEL_KINDS:
+        assert KINDS[kind].attention == (kind != "sae")
+        assert (ARCHITECTURES[kind].presets is None) == (kind == "hf_vit")  # the HF ViT brings its architecture

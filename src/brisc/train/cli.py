@@ -145,7 +145,7 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
     for kind in opts.models:
         model_cfg, cfg, _ = configs[kind]
         try:
-            models[kind] = build_model(kind, preset=opts.preset, hf_model=opts.hf_model, config=model_cfg)
+            models[kind] = build_model(kind, model_cfg, hf_model=opts.hf_model)
         except ModelLoadError as e:
             raise UsageError(str(e)) from None
         except ValueError as e:  # an impossible architecture from --set, e.g. dim not divisible by heads
