@@ -165,18 +165,16 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
 def init_weights(model, kind: str, init: Path) -> None:
     """--init: a brisc-train run folder (that run's model of this kind), or a brisc-pretrain output (a transformers
     ViT encoder: the home-made ViT through the parity mapping, its head and registers left as initialised)."""
-    from safetensors.torch import load_file
-
     from brisc.train import checkpoint as ckpt
     from brisc.train.models.vit import VisionTransformer, load_hf_vit_state
-    from brisc.train.pretrain import is_pretrained_dir
+    from brisc.train.pretrain import encoder_weights, is_pretrained_dir
 
     try:
         if is_pretrained_dir(init):
             if not isinstance(model, VisionTransformer):
                 raise UsageError(f"--init {init}: a pretrained ViT encoder starts the home-made ViT only, not {kind} "
                                  "(the HF ViT takes it with --hf-model)")
-            load_hf_vit_state(model, load_file(str(init / "model.safetensors")))
+            load_hf_vit_state(model, encoder_weights(init))
         else:
             ckpt.load_weights(RunFolder(init).weights(kind), model)
     except (OSError, RuntimeError, KeyError) as e:  # missing file, or another architecture

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from brisc.data import discover, make_splits
 from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DEFAULT as PREP
+from brisc.runfolder import STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
 from brisc.train.config import TrainConfig
 from brisc.train.dataset import AugmentConfig, ScanDataset, train_transform
@@ -64,6 +65,7 @@ PRESETS = {
     "gpu": MAEPreset(hidden=384, depth=12, heads=6, decoder_hidden=256, decoder_depth=4, decoder_heads=8, epochs=200,
                      batch_size=256, lr=1.5e-3, warmup_epochs=10),
 }
+HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"  # a transformers model directory, as from_pretrained reads it
 MLP_RATIO = {"tiny": 2, "cpu": 4, "gpu": 4}  # as VIT_PRESETS
 LAYER_NORM_EPS = 1e-6  # the home-made ViT's (timm's) value, so the two encoders compute the same function
 
@@ -143,9 +145,9 @@ def save_encoder(model: MAE, out: Path) -> None:
                     num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
                     image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels, qkv_bias=c.qkv_bias,
                     layer_norm_eps=c.layer_norm_eps, architectures=["ViTModel"])
-    with atomic_path(out / "model.safetensors") as tmp:
+    with atomic_path(out / HF_WEIGHTS) as tmp:
         save_file(encoder_state(model), str(tmp), metadata={"format": "pt"})
-    with atomic_path(out / "config.json") as tmp:
+    with atomic_path(out / HF_CONFIG) as tmp:
         tmp.write_text(vit.to_json_string())
 
 
@@ -182,7 +184,7 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
     if preset.epochs < 1 or preset.batch_size < 1 or not preset.lr > 0:
         raise PretrainError("--epochs and --batch-size must be at least 1 and --lr positive")
     splits = make_splits(discover(opts.data), val_fraction=opts.val_fraction, seed=opts.seed, method=opts.split)
-    state_path, weights_path = opts.out / "mae" / "state.pt", opts.out / "mae" / "model.safetensors"
+    state_path, weights_path = opts.out / "mae" / STATE, opts.out / "mae" / WEIGHTS
     if state_path.exists() and not opts.resume:
         raise PretrainError(f"{opts.out} already holds a pretraining run: pass --resume to continue it, or choose a new --out")
     env = DistEnv(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -251,10 +253,17 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
 
 def is_pretrained_dir(path: Path) -> bool:
     """A brisc-pretrain output (or any transformers ViT directory): config.json of model_type vit + weights."""
-    cfg = Path(path) / "config.json"
-    if not (cfg.is_file() and (Path(path) / "model.safetensors").is_file()):
+    cfg = Path(path) / HF_CONFIG
+    if not (cfg.is_file() and (Path(path) / HF_WEIGHTS).is_file()):
         return False
     try:
         return json.loads(cfg.read_text()).get("model_type") == "vit"
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def encoder_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The encoder state dict of a brisc-pretrain output (transformers ``ViTModel`` names)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / HF_WEIGHTS))
