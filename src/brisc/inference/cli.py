@@ -25,11 +25,13 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
                                               "the prediction, true label, mask outline and legend (~210 KB a scan).")
 @click.option("--save-maps", is_flag=True, help="With --heatmaps: also the raw 14x14 map as heatmaps/<path>.npy.")
 @click.option("--explain", type=click.Choice(INFER_EXPLAIN_CHOICES), default="auto", show_default=True,
-              help="auto: the model's recommended `heatmap` output (named in its sidecar: rollout or an early "
-                   "layer's [CLS] attention for ViTs, saliency for the SAE); rollout: plain attention rollout; cls: "
-                   "last-layer [CLS] attention; occlusion: grey-patch probability drop (any model, 196 passes per scan).")
+              help="auto: the model's recommended `heatmap` output, named in its sidecar (the shipped model: the "
+                   "mask-guided last layer's [CLS] attention; the SAE: saliency); rollout: plain attention rollout; "
+                   "cls: last-layer [CLS] attention; occlusion: grey-patch probability drop (any model, 196 passes "
+                   "per scan).")
 @click.option("--masks", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder of tumour masks (same stem, .png): score each map (pointing game, energy in mask).")
+              help="Folder of tumour masks (same stem, .png): score each map (pointing game beside its chance "
+                   "level, energy in mask; see --faithfulness).")
 @click.option("--faithfulness", type=int, default=100, show_default=True,
               help="With --masks: deletion/insertion curves (RISE) for at most this many scans with a mask "
                    "(29 extra passes each); 0 turns them off.")
