@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from brisc import CLASSES
 from brisc.fsio import atomic_path
 from brisc.inference.heatmap import JPEG_QUALITY, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
     from brisc.inference.runner import InferOptions
 
 
-ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in ("glioma", "meningioma", "no_tumor", "pituitary")),
-              "true_label", "correct", "explain", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area", "deletion_auc",
-              "insertion_auc", "heatmap", "thumbnail", "panel", "map",
+# The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
+ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
+              "true_label", "correct", "explain", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
+              "deletion_auc", "insertion_auc", "heatmap", "thumbnail", "panel", "map",
               "model", "model_sha256", "provider", "input_sha256", "time"]
 
 
