@@ -189,7 +189,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
     from brisc.train import checkpoint as ckpt
     from brisc.train.distributed import DeviceError, broadcast_object, cleanup, init_distributed
     from brisc.train.engine import ResumeError, fit
-    from brisc.train.report import plot_attention
+    from brisc.train.report import plot_attention, publish
     from brisc.train.tracking import make_tracker
 
     check_options(opts)
@@ -238,26 +238,10 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 img = plot_attention(res.model, splits.val, opts.out / f"attention_{kind}.png", device=env.device)
                 if img is not None:
                     tracker.log_images("val/attention", [(img, f"{kind}: maps on validation tumour images")])
-        return report(opts, results, run_info, tracker, log) if env.is_main else {}
+        return publish(opts.out, results, run_info, tracker, log) if env.is_main else {}
     finally:
         tracker.finish()
         cleanup(env)
-
-
-def report(opts: RunOptions, results: dict, run_info: dict, tracker, log) -> dict:
-    """comparison.md/json and figures, the comparison table to the tracker, and the offline-sync hint."""
-    from brisc.train.report import write_report
-
-    comp = write_report(opts.out, results, run_info)
-    tracker.start("comparison", run_info)
-    cols = ["model", "parameters", "train_seconds", "val_accuracy", "val_macro_f1", "val_macro_auc", "val_ece"]
-    tracker.log_table("comparison", cols, [[r[c] for c in cols] for r in comp["models"]])
-    tracker.finish()
-    log((opts.out / "comparison.md").read_text())
-    hint = tracker.sync_hint()
-    if hint:
-        log(f"wandb runs were saved offline; upload them with:\n  {hint}")
-    return comp
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -166,3 +166,17 @@ def write_report(out: Path, results: dict[str, dict], run_info: dict) -> dict:
     plot_curves(results, out / "curves.png")
     plot_confusions(results, out / "confusion.png")
     return comp
+
+
+def publish(out: Path, results: dict, run_info: dict, tracker, log) -> dict:
+    """comparison.md/json and figures, the comparison table to the tracker, and the offline-sync hint."""
+    comp = write_report(out, results, run_info)
+    tracker.start("comparison", run_info)
+    cols = ["model", "parameters", "train_seconds", "val_accuracy", "val_macro_f1", "val_macro_auc", "val_ece"]
+    tracker.log_table("comparison", cols, [[r[c] for c in cols] for r in comp["models"]])
+    tracker.finish()
+    log((out / "comparison.md").read_text())
+    hint = tracker.sync_hint()
+    if hint:
+        log(f"wandb runs were saved offline; upload them with:\n  {hint}")
+    return comp
