@@ -223,4 +223,12 @@ def decode_resized(path: str | os.PathLike, *, frame: int = 0, size: int = IMAGE
 
 def load(path: str | os.PathLike, *, frame: int = 0, prep: Preprocessing = DEFAULT) -> np.ndarray:
     """The model input for one file (or one DICOM frame): float32 [3, size, size] in [-1, 1]."""
-    return to_array(decode_resized(path, frame=frame, size=prep.size), mean=prep.mean, std=prep.std)
+    return load_keeping_image(path, frame=frame, prep=prep)[0]
+
+
+def load_keeping_image(path: str | os.PathLike, *, frame: int = 0,
+                       prep: Preprocessing = DEFAULT) -> tuple[np.ndarray, Image.Image]:
+    """``load``, and the decoded image it was made from, before the square resize: the scan at its own aspect
+    ratio, at least ``prep.size`` a side (large JPEGs are decoded at a reduced DCT scale). One decode for both."""
+    img = decode(path, frame=frame, size=prep.size)
+    return to_array(resize(img, prep.size), mean=prep.mean, std=prep.std), img

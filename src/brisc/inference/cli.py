@@ -19,7 +19,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
 @click.option("--heatmaps", is_flag=True,
-              help="Write heatmaps/<path>.jpg (the scan with the map on top, ~30 KB), thumbnails/<path>.jpg and "
+              help="Write heatmaps/<path>.jpg (the scan as the model saw it with the map on top, at most 256 px, ~10 KB), thumbnails/<path>.jpg and "
                    "index.html (a gallery to filter and sort).")
 @click.option("--panels", is_flag=True, help="With --heatmaps: also heatmaps/<path>.panel.png, scan | overlay with "
                                               "the prediction, true label, mask outline and legend (~210 KB a scan).")

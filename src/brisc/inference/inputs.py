@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from brisc.data import canonical_class, parse_brisc_name
-from brisc.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom, load
-from brisc.inference.heatmap import OVERLAY_MAX, fit
+from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom,
+                           load_keeping_image)
+from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
 from brisc.inference.session import InferenceError
 
 
@@ -155,15 +156,18 @@ class Decoded:
     error: str | None = None
 
 
-def decode_item(item: Item, prep, want_display: bool) -> Decoded:
+def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
+    """The model input, and with ``display`` the scan to draw on: "overlay" reuses the decode the model input
+    came from (no second decode), "panel" decodes the file at full resolution for the larger panels."""
     try:
         data_hash = hashlib.sha256(item.path.read_bytes()).hexdigest()
         frame = item.frame or 0
-        x = load(item.path, frame=frame, prep=prep)
+        x, img = load_keeping_image(item.path, frame=frame, prep=prep)
         disp = None
-        if want_display:
-            disp = decode(item.path, frame=frame, size=None)
-            disp = fit(disp, OVERLAY_MAX)
+        if display == "overlay":
+            disp = fit(img, OVERLAY_MAX)
+        elif display == "panel":
+            disp = fit(decode(item.path, frame=frame, size=None), PANEL_MAX)
         return Decoded(item, x, disp, data_hash)
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)

@@ -113,11 +113,12 @@ class BatchRun:
 
         t0 = time.perf_counter()
         bar = tqdm(total=len(self.todo), disable=not progress, unit="img", desc="brisc-infer")
-        want_display = self.opts.heatmaps and self.method is not None
+        display = None if not (self.opts.heatmaps and self.method is not None) else \
+            ("panel" if self.opts.panels else "overlay")
         batch: list[Decoded] = []
         interrupted = None
         try:
-            for d in prefetch(self.todo, lambda i: decode_item(i, self.sess.prep, want_display), workers=self.opts.workers,
+            for d in prefetch(self.todo, lambda i: decode_item(i, self.sess.prep, display), workers=self.opts.workers,
                               depth=2 * self.opts.batch_size):
                 if d.error:
                     self.failures += 1
