@@ -17,6 +17,9 @@ import click
 from brisc.synth import generate
 
 
+DEMO_ENTRIES = {".brisc-demo", "synthetic_brisc", "run", "export", "infer", "tiny-random-hf-vit"}
+
+
 def _tiny_hf_vit(path: Path) -> Path:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
@@ -40,8 +43,10 @@ def main(out: Path, per_class: int, epochs: int) -> None:
     from brisc.train.cli import RunOptions, run_training
 
     marker = out / ".brisc-demo"  # the demo starts fresh in its own folder only: never wipe anyone else's files
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise click.UsageError(f"{out} holds files that brisc-demo did not write: choose a new --out")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES) if out.is_dir() else []
+    if foreign and not marker.exists():
+        raise click.UsageError(f"{out} holds files that brisc-demo did not write ({', '.join(foreign[:3])}): "
+                               "choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     marker.touch()
     data = out / "synthetic_brisc"
