@@ -24,7 +24,7 @@ def _dataset(samples, aug, grid=14):
 def test_without_augmentation_batches_equal_the_eval_preprocessing(synth_root):
     samples = [s for s in discover(synth_root).samples if s.split == "train"][:10]
     ds = _dataset(samples, NONE, grid=0)
-    ref = torch.stack([eval_transform(PREP)(img) for img, _ in ds._cache])  # the PIL path's tensors
+    ref = torch.stack([eval_transform(PREP)(img) for img, _ in ds.decoded()])  # the PIL path's tensors
     tb = TensorBatches(ds, NONE, PREP, device=torch.device("cpu"), batch_size=4)
     seen = []
     for x, y in tb.epoch(0):

@@ -41,3 +41,19 @@ def test_mask_metric_functions_on_known_lesions(synth_root):
         far[corner] = 1  # a peak at the image corner farthest from the lesion
         assert pointing_game(far, mask) is False and energy_in_mask(far, mask) == 0.0
         assert energy_in_mask(np.ones_like(oracle), mask) == pytest.approx(mask.mean())
+
+
+def test_pointing_chance_equals_the_brute_force_share_on_the_same_samples():
+    """Measuring outside samples against the mask's border only gives the distances to the whole mask."""
+    from brisc.metrics import pointing_chance
+
+    mask = np.zeros((200, 300), bool)
+    mask[40:60, 100:120] = True
+    mask[150:199, 0:30] = True  # touching the image border
+    rng = np.random.default_rng(0)
+    py, px = rng.integers(0, 200, 2000), rng.integers(0, 300, 2000)  # the function's own sample (seed 0)
+    ys, xs = np.nonzero(mask)
+    brute = ((py[:, None] - ys[None]) ** 2 + (px[:, None] - xs[None]) ** 2).min(1) <= 15 ** 2
+    assert pointing_chance(mask) == brute.mean()
+    dilated = (20 * 20 + 4 * 20 * 15 + np.pi * 15 ** 2 + 49 * 30 + 15 * (49 + 30) + np.pi * 15 ** 2 / 4) / (200 * 300)
+    assert abs(pointing_chance(mask) - dilated) < 0.02  # the exact share of the image, within sampling noise

@@ -62,7 +62,12 @@ def upsample(m: np.ndarray, size: tuple[int, int]) -> Image.Image:
 
 def colorize_image(m: np.ndarray, size: tuple[int, int], cmap: str = "viridis") -> Image.Image:
     """A [g, g] map in [0, 1] upsampled bilinearly to ``size`` (w, h) and coloured, as an RGB image (all in Pillow's C)."""
-    idx = Image.frombytes("P", size, upsample(m, size).tobytes())
+    return _colour(upsample(m, size), cmap)
+
+
+def _colour(level: Image.Image, cmap: str) -> Image.Image:
+    """An 'L' image of 0..255 map levels -> RGB through the colour map's lookup table."""
+    idx = Image.frombytes("P", level.size, level.tobytes())
     idx.putpalette(colormap_lut(cmap).tobytes())
     return idx.convert("RGB")
 
@@ -71,9 +76,9 @@ def overlay(scan: Image.Image, m: np.ndarray, *, cmap: str = "viridis", alpha: f
     """The scan (any size) with the map upsampled bilinearly and blended on top, opacity ``alpha * map``:
     where the map is low the scan shows untinted, at the map's peak the colour covers ``alpha`` of it."""
     rgb = scan.convert("RGB")
-    level = upsample(m, rgb.size)
+    level = upsample(m, rgb.size)  # once: it gives both the colour and the opacity
     opacity = level.point(lambda v: round(v * alpha))  # a 256-entry table: one C pass
-    return Image.composite(colorize_image(m, rgb.size, cmap), rgb, opacity)
+    return Image.composite(_colour(level, cmap), rgb, opacity)
 
 
 def fit(img: Image.Image, side: int) -> Image.Image:

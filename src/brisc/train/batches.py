@@ -27,9 +27,7 @@ from brisc.train.dataset import AugmentConfig, ScanDataset
 class TensorBatches:
     def __init__(self, ds: ScanDataset, aug: AugmentConfig, prep: Preprocessing, *, device: torch.device,
                  batch_size: int, rank: int = 0, world_size: int = 1):
-        if ds._cache is None:
-            raise ValueError("TensorBatches needs a ScanDataset built with cache=True")
-        kept = [(i, item) for i, item in enumerate(ds._cache) if item is not None]  # undecodable files are skipped
+        kept = [(i, item) for i, item in enumerate(ds.decoded()) if item is not None]  # undecodable files are skipped
         s = prep.size
         self.images = torch.from_numpy(np.stack([np.asarray(img.convert("RGB")) for _, (img, _) in kept])
                                        ).permute(0, 3, 1, 2).contiguous().to(device)  # [N, 3, S, S] uint8
@@ -85,7 +83,7 @@ class EpochBatches:
     def __init__(self, src: TensorBatches, seed: int):
         self.src, self.seed = src, seed
         n = len(src) // src.world_size
-        self.n_batches = max(1, n // src.batch_size) if n > src.batch_size else 1
+        self.n_batches = max(1, n // src.batch_size)  # full batches only, as the DataLoader path; at least one
 
     def __len__(self) -> int:
         return self.n_batches

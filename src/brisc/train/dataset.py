@@ -117,6 +117,12 @@ class ScanDataset(Dataset):
                 self._report(s.mask, f"{s.mask}: unreadable mask ({e}); its image trains without guidance")
         return img, mask
 
+    def decoded(self) -> list[tuple[Image.Image, Image.Image | None] | None]:
+        """The cached (image, mask) of every sample, None where it did not decode (``cache=True`` only)."""
+        if self._cache is None:
+            raise ValueError("this ScanDataset was built without cache=True: nothing is decoded up front")
+        return self._cache
+
     def _report(self, path: str, message: str) -> None:
         if path not in self._reported:
             self._reported.add(path)
