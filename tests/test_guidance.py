@@ -117,12 +117,17 @@ def _export(model, tmp_path, images, spec="cls"):
     return w, dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": images})))
 
 
-@pytest.mark.parametrize("registers", [0, 3])
-def test_registers_on_and_off_onnx_matches_pytorch_and_maps_cover_patches_only(tmp_path, registers):
+@pytest.mark.parametrize("registers,stem", [(0, "patch"), (3, "patch"), (2, "conv")])
+def test_registers_and_stems_onnx_matches_pytorch_and_maps_cover_patches_only(tmp_path, registers, stem):
     torch.manual_seed(0)
-    model = VisionTransformer(replace(VIT_PRESETS["tiny"], registers=registers))
+    model = VisionTransformer(replace(VIT_PRESETS["tiny"], registers=registers, stem=stem))
     assert model.num_prefix_tokens == 1 + registers
     images = np.random.default_rng(0).uniform(-1, 1, (3, 3, 224, 224)).astype(np.float32)
+    if stem == "conv":  # BatchNorm statistics away from their initial 0 / 1, so the graph must carry them
+        model.train()
+        with torch.no_grad():
+            model(torch.from_numpy(images) * 2 + 0.5)
+        assert model.patch_embed.convs[1].running_mean.abs().max() > 0
     w, out = _export(model, tmp_path, images)
     with torch.no_grad():
         ref = dict(zip(w.names, (t.numpy() for t in w(torch.from_numpy(images)))))

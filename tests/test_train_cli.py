@@ -177,13 +177,14 @@ def test_run_files_are_strict_json_and_world_readable(tiny_run):
     assert all(a is None or not math.isnan(a) for a in aucs)
 
 
-def test_guided_run_with_registers_records_its_recipe_and_exports(resume_data, tmp_path):
+def test_guided_run_with_registers_conv_stem_and_cutmix_records_its_recipe_and_exports(resume_data, tmp_path):
     out = tmp_path / "run"
     run_cli("brisc.train.cli", "--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "2",
             "--wandb", "disabled", "--out", out, "--set", "vit.guide_weight=0.5", "--set", "vit.guide_layers=1,2",
-            "--set", "vit.registers=2")
+            "--set", "vit.registers=2", "--set", "vit.stem=conv", "--set", "vit.cutmix=1")
     cfg = json.loads((out / "vit" / "config.json").read_text())
     assert cfg["train"]["guide_weight"] == 0.5 and cfg["train"]["guide_layers"] == [1, 2]
+    assert cfg["train"]["cutmix"] == 1.0 and cfg["model"]["stem"] == "conv"
     assert cfg["model"]["registers"] == 2 and cfg["split_method"] == "group"
     hist = json.loads((out / "vit" / "metrics.json").read_text())["history"]
     assert all(h["guide_loss"] > 0 for h in hist)

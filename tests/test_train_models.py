@@ -63,6 +63,20 @@ def test_homemade_vit_matches_transformers_vit(x):
     assert ref.logits.abs().max() > 1e-3  # not a vacuous comparison of zeros
 
 
+def test_conv_stem_makes_the_same_tokens_and_refuses_what_it_cannot_build(x):
+    from dataclasses import replace
+
+    m = VisionTransformer(replace(preset_config("vit", "tiny"), stem="conv")).eval()
+    assert m.patch_embed(x).shape == VisionTransformer(preset_config("vit", "tiny")).patch_embed(x).shape
+    assert m(x, output_attentions=True).attentions[0].shape[-1] == 197
+    with pytest.raises(ValueError, match="needs patch_size 16"):
+        VisionTransformer(replace(preset_config("vit", "tiny"), stem="conv", patch_size=32))
+    with pytest.raises(ValueError, match="unknown stem 'cnn'"):
+        VisionTransformer(replace(preset_config("vit", "tiny"), stem="cnn"))
+    with pytest.raises(RuntimeError, match="stem='conv'"):
+        load_hf_vit_state(m, {})
+
+
 def test_fused_and_explicit_attention_give_the_same_logits(x):
     torch.manual_seed(0)
     m = VisionTransformer(ViTConfig(dim=64, depth=2, heads=4, drop_path=0.0)).eval()

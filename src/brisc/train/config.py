@@ -37,6 +37,7 @@ class TrainConfig:
     # "pil": DataLoader over ScanDataset, one image at a time (exactly the runs in docs/results.md); "tensor":
     # whole batches augmented on the training device (brisc.train.batches), the GPU path.
     loader: str = "pil"
+    cutmix: float = 0.0  # share of batches CutMixed on the 16-px patch grid, masks included (brisc.train.mixing)
 
     def to_dict(self) -> dict:
         return asdict(self)

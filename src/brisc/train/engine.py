@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
@@ -40,6 +39,7 @@ from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
 from brisc.train.explain import explanation_maps, score_maps, summarise
 from brisc.train.guidance import guidance_loss, resolve_layers
+from brisc.train.mixing import CUTMIX_PATCH, mixed_cross_entropy, patch_cutmix
 from brisc.train.models import model_config_dict
 from brisc.train.tracking import Tracker
 
@@ -108,12 +108,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
     t0 = time.perf_counter()
     for batch in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
         x, y = batch[0].to(env.device, non_blocking=True), batch[1].to(env.device, non_blocking=True)
+        masks = batch[2].to(env.device) if guide else None
+        partner, lam = None, 1.0
+        if cfg.cutmix and float(torch.rand(())) < cfg.cutmix:
+            x, masks, partner, lam = patch_cutmix(x, masks, patch=CUTMIX_PATCH)
         with autocast_ctx(env.device, cfg.bf16):
             out = model(x, output_attentions=guide)
         logits = out.logits
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
         if guide:
-            g = guidance_loss(out.attentions, batch[2].to(env.device), layers=layers,
+            g = guidance_loss(out.attentions, masks, layers=layers,
                               prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
             loss = loss + cfg.guide_weight * g
             total_guide += g.item() * len(y)

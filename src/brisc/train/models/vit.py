@@ -1,7 +1,9 @@
 """The home-made Vision Transformer, written from scratch (ViT, Dosovitskiy et al. 2021).
 
 224x224 image -> 16x16 patches (196) -> linear patch embedding -> [CLS] + learned positions ->
-(optional registers) -> pre-norm transformer encoder -> LayerNorm -> head on [CLS].
+(optional registers) -> pre-norm transformer encoder -> LayerNorm -> head on [CLS]. ``stem="conv"`` makes
+the same 14x14 tokens with four stride-2 3x3 convolutions instead (Xiao et al. 2021, "Early convolutions
+help transformers see better"): every later part, and the exported graph's outputs, stay as they are.
 
 Token order: [CLS], R registers, 196 patches (``num_prefix_tokens`` = 1 + R). Registers carry no
 position; they give the encoder somewhere other than the patches to park global information (the
@@ -41,6 +43,7 @@ class ViTConfig:
     head_hidden: int = 0  # 0: linear head (ViT fine-tuning recipe); >0: MLP head with one tanh hidden layer (ViT pre-training)
     norm_eps: float = 1e-6  # timm's value; transformers' ViT uses 1e-12 (set it for parity)
     registers: int = 0  # learnable tokens after [CLS] without position (Darcet et al. 2024), dropped at the output
+    stem: str = "patch"  # "patch": one 16x16 stride-16 convolution; "conv": ConvStem (patch_size 16 only)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -76,6 +79,31 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, D, g, g] -> [B, g*g, D]
+
+
+class ConvStem(nn.Module):
+    """[B, C, 224, 224] -> [B, 196, D]: four 3x3 stride-2 convolutions (BatchNorm, ReLU) widening D/8 -> D,
+    then a 1x1 projection (Xiao et al. 2021). Same tokens as PatchEmbed, with a convolution's locality built in."""
+
+    STAGES = 4  # 2**4 = 16: one token per 16x16 patch
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        if cfg.patch_size != 2 ** self.STAGES or cfg.image_size % cfg.patch_size or cfg.dim % 8:
+            raise ValueError(f"stem='conv' needs patch_size 16, image_size a multiple of 16 and dim a multiple of 8 "
+                             f"(got {cfg.patch_size}, {cfg.image_size}, {cfg.dim})")
+        widths = [cfg.in_chans] + [cfg.dim // 8 * 2 ** i for i in range(self.STAGES)]  # 3, D/8, D/4, D/2, D
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(cfg.dim, cfg.dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)  # [B, D, g, g] -> [B, g*g, D]
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem}
 
 
 class Attention(nn.Module):
@@ -151,7 +179,9 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.config = cfg
-        self.patch_embed = PatchEmbed(cfg)
+        if cfg.stem not in STEMS:
+            raise ValueError(f"unknown stem '{cfg.stem}' (one of: {', '.join(STEMS)})")
+        self.patch_embed = STEMS[cfg.stem](cfg)
         n = cfg.grid ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))  # [CLS] and patches, as in transformers' ViT
@@ -213,6 +243,8 @@ def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor
     """Copy a transformers ViT state dict into ``model``: a ``ViTForImageClassification`` (same shape, linear
     head) fills every parameter; a ``ViTModel`` (an encoder alone, e.g. brisc-pretrain's output) fills all but
     the head and the registers, which keep their initialisation. Returns the parameters left as they were."""
+    if model.config.stem != "patch":
+        raise RuntimeError(f"a transformers ViT has a patch embedding; this model has stem='{model.config.stem}'")
     pre = "vit." if "vit.embeddings.cls_token" in hf_state else ""
     sd = {
         "cls_token": hf_state[pre + "embeddings.cls_token"],
