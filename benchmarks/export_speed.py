@@ -48,7 +48,7 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
     for b in (1, 8, 32):
         x = np.stack([load(p) for p in val[:b]])
         xt = torch.from_numpy(x)
-        reps = 10 if b < 32 else 5
+        reps = 20 if b < 32 else 9
 
         def eager():
             with torch.no_grad():
@@ -70,7 +70,7 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
     return ("### Home-made ViT: PyTorch vs onnxruntime fp32 vs INT8 (img/s)\n\n"
             + table(["batch", "PyTorch eager fp32", "ORT fp32 + attentions", "ORT INT8", "ORT fp32 / PyTorch",
                      "INT8 / PyTorch"], rows)
-            + f"\n\nAll three return logits, attentions and rollout. Medians of 5-10 runs in one process. INT8 vs fp32 on "
+            + f"\n\nAll three return logits, attentions and rollout. Medians of 9-20 runs in one process. INT8 vs fp32 on "
               f"{n} real BRISC validation images: top-1 agreement {top1:.4f}, rollout correlation {corr:.4f}, "
               f"heatmap correlation {heat:.4f}. "
               f"Model: `{run_path}/vit`.\n")

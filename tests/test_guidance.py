@@ -117,11 +117,13 @@ def _export(model, tmp_path, images, spec="cls"):
     return w, dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": images})))
 
 
-@pytest.mark.parametrize("registers,stem", [(0, "patch"), (3, "patch"), (2, "conv")])
-def test_registers_and_stems_onnx_matches_pytorch_and_maps_cover_patches_only(tmp_path, registers, stem):
+@pytest.mark.parametrize("registers,stem,distill", [(0, "patch", False), (3, "patch", False), (2, "conv", False),
+                                                     (2, "patch", True)])
+def test_prefix_tokens_and_stems_onnx_matches_pytorch_and_maps_cover_patches_only(tmp_path, registers, stem, distill):
     torch.manual_seed(0)
-    model = VisionTransformer(replace(VIT_PRESETS["tiny"], registers=registers, stem=stem))
-    assert model.num_prefix_tokens == 1 + registers
+    model = VisionTransformer(replace(VIT_PRESETS["tiny"], registers=registers, stem=stem, distill_token=distill))
+    prefix = 1 + distill + registers
+    assert model.num_prefix_tokens == prefix
     images = np.random.default_rng(0).uniform(-1, 1, (3, 3, 224, 224)).astype(np.float32)
     if stem == "conv":  # BatchNorm statistics away from their initial 0 / 1, so the graph must carry them
         model.train()
@@ -132,12 +134,12 @@ def test_registers_and_stems_onnx_matches_pytorch_and_maps_cover_patches_only(tm
     with torch.no_grad():
         ref = dict(zip(w.names, (t.numpy() for t in w(torch.from_numpy(images)))))
     full = out["attentions_full"]
-    assert full.shape[-1] == 1 + registers + 196 and out["attentions"].shape == (3, 2, 2, 196)
-    assert np.array_equal(out["attentions"], full[:, :, :, 0, 1 + registers:])
+    assert full.shape[-1] == prefix + 196 and out["attentions"].shape == (3, 2, 2, 196)
+    assert np.array_equal(out["attentions"], full[:, :, :, 0, prefix:])
     for name in ("logits", "attentions", "rollout", "heatmap"):
         assert np.abs(out[name] - ref[name]).max() <= 1e-5, name
     assert np.abs(out["heatmap"] - cls_map(out["attentions"])).max() <= 1e-5
-    assert np.abs(out["rollout"] - rollout(full, prefix=1 + registers)).max() <= 1e-5
+    assert np.abs(out["rollout"] - rollout(full, prefix=prefix)).max() <= 1e-5
 
 
 def test_registers_change_the_model_only_through_their_tokens():

@@ -114,6 +114,9 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     ("impossible architecture", ["--models", "vit", "--set", "vit.heads=3"], {}, "vit: dim 32 is not divisible by heads 3"),
     ("zero epochs", ["--models", "vit", "--epochs", "0"], {}, "--epochs 0: must be at least 1"),
     ("one class", ["--data", "{one_class}", "--models", "vit"], {}, "needs at least two classes"),
+    ("distillation without a teacher", ["--models", "vit", "--set", "vit.distill_token=true"], {}, "go together"),
+    ("a teacher that is not a model", ["--models", "vit", "--set", "vit.distill_token=true",
+                                       "--set", "vit.distill_from=nowhere/sae"], {}, "not a trained brisc model folder"),
     ("guidance without attention", ["--models", "sae", "--set", "sae.guide_weight=1"], {}, "sae has none"),
     ("guide layer out of range", ["--models", "vit", "--set", "vit.guide_weight=1", "--set", "vit.guide_layers=3"], {},
      "guide layer 3 is outside the model's 2 layers"),
@@ -177,14 +180,17 @@ def test_run_files_are_strict_json_and_world_readable(tiny_run):
     assert all(a is None or not math.isnan(a) for a in aucs)
 
 
-def test_guided_run_with_registers_conv_stem_and_cutmix_records_its_recipe_and_exports(resume_data, tmp_path):
+def test_guided_distilled_run_with_registers_conv_stem_and_cutmix_records_its_recipe_and_exports(
+        resume_data, tiny_run, tmp_path):
     out = tmp_path / "run"
     run_cli("brisc.train.cli", "--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "2",
             "--wandb", "disabled", "--out", out, "--set", "vit.guide_weight=0.5", "--set", "vit.guide_layers=1,2",
-            "--set", "vit.registers=2", "--set", "vit.stem=conv", "--set", "vit.cutmix=1")
+            "--set", "vit.registers=2", "--set", "vit.stem=conv", "--set", "vit.cutmix=1",
+            "--set", "vit.distill_token=true", "--set", f"vit.distill_from={tiny_run / 'sae'}")
     cfg = json.loads((out / "vit" / "config.json").read_text())
     assert cfg["train"]["guide_weight"] == 0.5 and cfg["train"]["guide_layers"] == [1, 2]
-    assert cfg["train"]["cutmix"] == 1.0 and cfg["model"]["stem"] == "conv"
+    assert cfg["train"]["cutmix"] == 1.0 and cfg["model"]["stem"] == "conv" and cfg["model"]["distill_token"]
+    assert cfg["train"]["distill_from"] == str(tiny_run / "sae")
     assert cfg["model"]["registers"] == 2 and cfg["split_method"] == "group"
     hist = json.loads((out / "vit" / "metrics.json").read_text())["history"]
     assert all(h["guide_loss"] > 0 for h in hist)

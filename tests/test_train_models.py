@@ -77,6 +77,24 @@ def test_conv_stem_makes_the_same_tokens_and_refuses_what_it_cannot_build(x):
         load_hf_vit_state(m, {})
 
 
+def test_distillation_token_has_its_own_head_and_the_logits_are_the_heads_mean(x):
+    from dataclasses import replace
+
+    from brisc.train.distill import distillation_loss
+
+    torch.manual_seed(0)
+    m = VisionTransformer(replace(preset_config("vit", "tiny"), distill_token=True, registers=1)).eval()
+    out = m(x, output_attentions=True)
+    cls, dist = out.head_logits
+    assert not torch.allclose(cls, dist) and torch.allclose(out.logits, (cls + dist) / 2)
+    assert out.attentions[0].shape[-1] == 1 + 1 + 1 + 196 and m.num_prefix_tokens == 3
+    assert VisionTransformer(preset_config("vit", "tiny"))(x).head_logits is None
+    y, teacher = torch.tensor([0, 1]), torch.tensor([[0.0, 0.0, 3.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(distillation_loss((cls, dist), y, teacher),
+                          0.5 * ce(cls, y) + 0.5 * ce(dist, torch.tensor([2, 0])))
+
+
 def test_fused_and_explicit_attention_give_the_same_logits(x):
     torch.manual_seed(0)
     m = VisionTransformer(ViTConfig(dim=64, depth=2, heads=4, drop_path=0.0)).eval()

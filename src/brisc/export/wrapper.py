@@ -78,12 +78,15 @@ def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0,
     layers = list(atts)[start_layer:]
     if head_fusion == "mean":
         # Softmax rows sum to 1, so (mean_h A + I) has rows summing to 2 and v (mean_h A + I) / 2 is
-        # (mean_h (v A_h) + v) / 2: no N x N matrix is formed. The float32 products are within 3e-7 of the
-        # float64 matrix form on real scans; v itself is carried in float64 for the min-max scaling.
+        # (mean_h (v A_h) + v) / 2: no N x N matrix is formed. v sums to 1 too, so v A = 1/N + v (A - 1/N):
+        # the float32 product only carries the map's departure from uniform, which keeps nearly flat maps
+        # (stretched by the min-max scaling) as exact as the float64 matrix form; v itself stays float64.
+        n = layers[-1].shape[-1]
         v = layers[-1][:, :, :1].mean(1).double() / 2  # [B, 1, N]: the [CLS] row of the last layer
         v[:, :, 0] += 0.5
         for a in reversed(layers[:-1]):
-            v = ((v.to(a.dtype).unsqueeze(1) @ a).mean(1).double() + v) / 2  # [B, H, 1, N] -> [B, 1, N]
+            va = (v.to(a.dtype).unsqueeze(1) @ (a - 1.0 / n)).mean(1).double() + 1.0 / n  # [B, H, 1, N] -> [B, 1, N]
+            v = (va + v) / 2
         return _scale(v[:, 0, prefix:], grid, atts[0].dtype)
 
     def fused(a: torch.Tensor) -> torch.Tensor:  # [B, H, N, N] -> [B, N, N], float64, residual added

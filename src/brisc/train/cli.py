@@ -138,6 +138,7 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
 
 def build_models(opts: RunOptions, configs: dict) -> dict:
     """Every model built (and --init loaded) before anything is written: an unreachable hub id fails first."""
+    from brisc.train.distill import check_distillation
     from brisc.train.guidance import resolve_layers
     from brisc.train.models import ModelLoadError, build_model
 
@@ -152,6 +153,10 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
             raise UsageError(f"{kind}: {e}") from None
         if opts.init is not None:
             init_weights(models[kind], kind, opts.init)
+        try:
+            check_distillation(models[kind], cfg.distill_from)
+        except ValueError as e:
+            raise UsageError(f"--set {kind}.distill_from: {e}") from None
         if cfg.guide_weight:
             if not models[kind].has_attention:
                 raise UsageError(f"--set {kind}.guide_weight: mask guidance needs attention; {kind} has none")

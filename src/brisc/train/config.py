@@ -38,6 +38,7 @@ class TrainConfig:
     # whole batches augmented on the training device (brisc.train.batches), the GPU path.
     loader: str = "pil"
     cutmix: float = 0.0  # share of batches CutMixed on the 16-px patch grid, masks included (brisc.train.mixing)
+    distill_from: str = ""  # RUN/KIND: the teacher of a ViT with distill_token (brisc.train.distill)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,7 +5,7 @@ derived from (seed, epoch) alone, and the end of every epoch writes the last wei
 optimizer/scheduler state atomically. A run killed anywhere and resumed with ``--resume`` redoes
 the interrupted epoch and ends with the same weights as an uninterrupted run.
 
-Long (~320 lines) on purpose, like torchvision's reference scripts: the epoch loop, its evaluation and the
+Long (~340 lines) on purpose, like torchvision's reference scripts: the epoch loop, its evaluation and the
 exact resume are read together. The recipe (``TrainConfig``, presets) is in ``brisc.train.config``.
 """
 
@@ -38,6 +38,7 @@ from brisc.train.config import TrainConfig
 from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
 from brisc.train.explain import explanation_maps, score_maps, summarise
+from brisc.train.distill import distillation_loss, load_teacher
 from brisc.train.guidance import guidance_loss, resolve_layers
 from brisc.train.mixing import CUTMIX_PATCH, mixed_cross_entropy, patch_cutmix
 from brisc.train.models import model_config_dict
@@ -98,9 +99,10 @@ def guided(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return cfg.guide_weight > 0 and getattr(unwrap(model), "has_attention", False)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, env: DistEnv, desc: str) -> dict:
-    """One pass over ``loader``: cross-entropy, plus ``guide_weight`` x the mask-guidance loss when the
-    batches carry pooled masks (x, y, masks)."""
+def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, env: DistEnv, desc: str,
+                    teacher: torch.nn.Module | None = None) -> dict:
+    """One pass over ``loader``: cross-entropy (half of it toward ``teacher``'s predictions for a distillation
+    ViT), plus ``guide_weight`` x the mask-guidance loss when the batches carry pooled masks (x, y, masks)."""
     model.train()
     guide = guided(model, cfg)
     layers = resolve_layers(cfg.guide_layers, unwrap(model).depth) if guide else []
@@ -115,7 +117,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
         with autocast_ctx(env.device, cfg.bf16):
             out = model(x, output_attentions=guide)
         logits = out.logits
-        loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
+        if teacher is not None:
+            with torch.no_grad(), autocast_ctx(env.device, cfg.bf16):
+                taught = teacher(x).logits.float()
+            loss = distillation_loss(out.head_logits, y, taught, partner, lam, cfg.label_smoothing)
+        else:
+            loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
         if guide:
             g = guidance_loss(out.attentions, masks, layers=layers,
                               prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
@@ -252,12 +259,13 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
 
+    teacher = load_teacher(cfg.distill_from, env.device) if cfg.distill_from else None
     batches = (TensorBatches(train_ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size,
                              rank=env.rank, world_size=env.world_size) if cfg.loader == "tensor" else None)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
         loader = batches.epoch(epoch_seed(seed, epoch)) if batches else make_loader(train_ds, cfg, env, epoch, seed)
-        tr = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg=cfg, env=env,
+        tr = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg=cfg, env=env, teacher=teacher,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
         logits, y, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
         m = classification_metrics(logits, y)

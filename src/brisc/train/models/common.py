@@ -13,6 +13,7 @@ class ClassifierOutput:
 
     logits: torch.Tensor  # [B, classes]
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, heads, 1+N, 1+N]; ViTs only
+    head_logits: tuple[torch.Tensor, torch.Tensor] | None = None  # distillation ViTs: ([CLS] head, [DIST] head)
 
 
 class ModelLoadError(Exception):

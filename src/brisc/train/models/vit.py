@@ -5,9 +5,11 @@
 the same 14x14 tokens with four stride-2 3x3 convolutions instead (Xiao et al. 2021, "Early convolutions
 help transformers see better"): every later part, and the exported graph's outputs, stay as they are.
 
-Token order: [CLS], R registers, 196 patches (``num_prefix_tokens`` = 1 + R). Registers carry no
-position; they give the encoder somewhere other than the patches to park global information (the
-attention sinks on border tokens), and every map reads the [CLS] row over the patches only.
+Token order: [CLS], [DIST] (with ``distill_token``), R registers, 196 patches (``num_prefix_tokens`` =
+1 + [DIST] + R). Registers carry no position; they give the encoder somewhere other than the patches to
+park global information (the attention sinks on border tokens), and every map reads the [CLS] row over the
+patches only. [DIST] (DeiT, Touvron et al. 2021) has its own head, trained toward a teacher's predictions
+(``brisc.train.distill``); ``logits`` is the mean of the two heads, as DeiT predicts.
 
 Two attention paths: fused (``F.scaled_dot_product_attention``) for speed, and an explicit softmax
 used whenever the attention weights are asked for (or ``fused_attn`` is switched off for export).
@@ -44,11 +46,12 @@ class ViTConfig:
     norm_eps: float = 1e-6  # timm's value; transformers' ViT uses 1e-12 (set it for parity)
     registers: int = 0  # learnable tokens after [CLS] without position (Darcet et al. 2024), dropped at the output
     stem: str = "patch"  # "patch": one 16x16 stride-16 convolution; "conv": ConvStem (patch_size 16 only)
+    distill_token: bool = False  # DeiT's [DIST] token and head; needs a teacher (TrainConfig.distill_from)
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches: [CLS] and the registers."""
-        return 1 + self.registers
+        """Tokens before the patches: [CLS], [DIST] and the registers."""
+        return 1 + int(self.distill_token) + self.registers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,6 +188,7 @@ class VisionTransformer(nn.Module):
         n = cfg.grid ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))  # [CLS] and patches, as in transformers' ViT
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.distill_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, cfg.registers, cfg.dim)) if cfg.registers else None
         self.num_prefix_tokens, self.depth = cfg.num_prefix_tokens, cfg.depth
         self.pos_drop = nn.Dropout(cfg.drop)
@@ -195,13 +199,15 @@ class VisionTransformer(nn.Module):
             self.head = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.Tanh(), nn.Linear(cfg.head_hidden, cfg.num_classes))
         else:
             self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.head_dist = nn.Linear(cfg.dim, cfg.num_classes) if cfg.distill_token else None
         self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        if self.reg_token is not None:
-            nn.init.trunc_normal_(self.reg_token, std=0.02)
+        for t in (self.dist_token, self.reg_token):
+            if t is not None:
+                nn.init.trunc_normal_(t, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -216,14 +222,15 @@ class VisionTransformer(nn.Module):
             b.attn.fused_attn = enabled
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "reg_token"}
+        return {"pos_embed", "cls_token", "dist_token", "reg_token"}
 
     def forward_features(self, x: torch.Tensor, output_attentions: bool = False):
         """-> (normalised tokens [B, P+N, D], per-layer attention [B, H, P+N, P+N] or None; P = num_prefix_tokens)."""
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [B, 1+N, D]
-        if self.reg_token is not None:
-            x = torch.cat([x[:, :1], self.reg_token.expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)  # [B, 1+R+N, D]
+        extra = [t.expand(x.shape[0], -1, -1) for t in (self.dist_token, self.reg_token) if t is not None]
+        if extra:  # no position: [DIST] and registers are not places in the image
+            x = torch.cat([x[:, :1], *extra, x[:, 1:]], dim=1)  # [B, P+N, D]
         x = self.pos_drop(x)
         attentions = []
         for block in self.blocks:
@@ -231,18 +238,24 @@ class VisionTransformer(nn.Module):
             attentions.append(w)
         return self.norm(x), (tuple(attentions) if output_attentions else None)
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(tokens[:, 0])
+    def forward_head(self, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """-> (logits [B, classes], ([CLS] head, [DIST] head) or None): with [DIST], logits is the heads' mean."""
+        logits = self.head(tokens[:, 0])
+        if self.head_dist is None:
+            return logits, None
+        dist = self.head_dist(tokens[:, 1])
+        return (logits + dist) / 2, (logits, dist)
 
     def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> ClassifierOutput:
         tokens, attentions = self.forward_features(pixel_values, output_attentions)
-        return ClassifierOutput(logits=self.forward_head(tokens), attentions=attentions)
+        logits, heads = self.forward_head(tokens)
+        return ClassifierOutput(logits=logits, attentions=attentions, head_logits=heads)
 
 
 def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor]) -> list[str]:
     """Copy a transformers ViT state dict into ``model``: a ``ViTForImageClassification`` (same shape, linear
     head) fills every parameter; a ``ViTModel`` (an encoder alone, e.g. brisc-pretrain's output) fills all but
-    the head and the registers, which keep their initialisation. Returns the parameters left as they were."""
+    the heads, the registers and [DIST], which keep their initialisation. Returns the parameters left as they were."""
     if model.config.stem != "patch":
         raise RuntimeError(f"a transformers ViT has a patch embedding; this model has stem='{model.config.stem}'")
     pre = "vit." if "vit.embeddings.cls_token" in hf_state else ""
@@ -274,7 +287,8 @@ def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor
             sd[b + f"norm1.{t}"] = hf_state[p + f"layernorm_before.{t}"]
             sd[b + f"norm2.{t}"] = hf_state[p + f"layernorm_after.{t}"]
     missing, unexpected = model.load_state_dict(sd, strict=False)
-    wrong = [k for k in missing if not (k.startswith("head.") or k == "reg_token")] + list(unexpected)
+    wrong = [k for k in missing if not (k.startswith(("head.", "head_dist.")) or k in ("reg_token", "dist_token"))]
+    wrong += list(unexpected)
     if wrong:
         raise RuntimeError(f"not a ViT of this shape: {', '.join(wrong[:5])}")
     return list(missing)
