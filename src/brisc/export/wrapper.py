@@ -54,7 +54,7 @@ class HeatmapSpec:
 
 def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
     """[B, N-1] -> [B, g, g] min-max scaled per image (nearly flat maps are not stretched: FLAT_SPREAD)."""
-    lo, hi = cls.min(-1, keepdim=True).values, cls.max(-1, keepdim=True).values
+    lo, hi = cls.amin(-1, keepdim=True), cls.amax(-1, keepdim=True)
     cls = (cls - lo) / torch.clamp(torch.maximum(hi - lo, FLAT_SPREAD * hi.abs()), min=1e-12)
     return cls.reshape(-1, grid, grid).to(dtype)
 
@@ -63,7 +63,7 @@ def cls_map_torch(atts: Sequence[torch.Tensor], grid: int, layer: int = -1, head
                   prefix: int = 1) -> torch.Tensor:
     """L x [B, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads."""
     row = atts[layer][:, :, 0, prefix:].double()  # [B, H, patches]
-    fused = row.mean(1) if head_fusion == "mean" else row.max(1).values
+    fused = row.mean(1) if head_fusion == "mean" else row.amax(1)
     return _scale(fused, grid, atts[0].dtype)
 
 
@@ -90,7 +90,7 @@ def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0,
         return _scale(v[:, 0, prefix:], grid, atts[0].dtype)
 
     def fused(a: torch.Tensor) -> torch.Tensor:  # [B, H, N, N] -> [B, N, N], float64, residual added
-        a = a.max(1).values.double()  # float64: min-max scaling magnifies float32 rounding
+        a = a.amax(1).double()  # float64: min-max scaling magnifies float32 rounding
         a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         return a / a.sum(-1, keepdim=True)
 
