@@ -9,7 +9,6 @@ import torch
 
 from brisc.runfolder import RunFolder
 from brisc.train import checkpoint as ckpt
-from brisc.train.models import model_from_config
 
 
 class ExportInputError(Exception):
@@ -32,9 +31,7 @@ def load_trained(run: Path, kind: str) -> TrainedModel:
         have = rf.trained_kinds() if run.is_dir() else []
         raise ExportInputError(f"{run}: no trained '{kind}' model in this run (it has: {', '.join(have) or 'none'})")
     weights, config, metrics = rf.weights(kind), rf.config(kind), rf.metrics(kind)
-    model = model_from_config(kind, config["model"])
-    ckpt.load_weights(weights, model)
-    return TrainedModel(kind=kind, model=model.eval(), config=config, metrics=metrics, checkpoint=weights,
+    return TrainedModel(kind=kind, model=ckpt.load_model(run, kind), config=config, metrics=metrics, checkpoint=weights,
                         checkpoint_sha256=ckpt.sha256_file(weights))
 
 

@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from brisc.fsio import atomic_path, write_json_atomic as write_json  # noqa: F401 - ckpt.write_json
+from brisc.runfolder import RunFolder
 from brisc.sidecar import sha256_file  # noqa: F401 - re-exported for the run folder's users
+from brisc.train.models import model_from_config
 
 
 def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
@@ -22,6 +24,15 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | 
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(load_file(str(path)))
+
+
+def load_model(run: Path, kind: str) -> torch.nn.Module:
+    """A run's trained ``kind``: the architecture rebuilt from its config.json (no network), its best weights
+    loaded, in eval mode. The caller checks ``RunFolder(run).has_model(kind)`` first, to word its own error."""
+    rf = RunFolder(run)
+    model = model_from_config(kind, rf.config(kind)["model"])
+    load_weights(rf.weights(kind), model)
+    return model.eval()
 
 
 def save_state(path: Path, state: dict) -> None:

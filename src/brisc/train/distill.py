@@ -14,23 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brisc.runfolder import RunFolder
+from brisc.train import checkpoint as ckpt
 from brisc.train.mixing import mixed_cross_entropy
 
 
 def load_teacher(spec: str, device: torch.device | str = "cpu") -> nn.Module:
     """``RUN/KIND`` (a brisc-train model folder) -> that trained model, in eval mode, frozen, on ``device``."""
-    from brisc.runfolder import RunFolder
-    from brisc.train import checkpoint as ckpt
-    from brisc.train.models import model_from_config
-
     folder = Path(spec)
-    run, kind = RunFolder(folder.parent), folder.name
-    if not run.has_model(kind):
-        raise FileNotFoundError(f"{spec}: not a trained brisc model folder (expected RUN/KIND, e.g. artifacts/runs/x/sae)")
-    model = model_from_config(kind, run.config(kind)["model"])
-    ckpt.load_weights(run.weights(kind), model)
-    model.requires_grad_(False)
-    return model.eval().to(device)
+    if not RunFolder(folder.parent).has_model(folder.name):
+        raise FileNotFoundError(f"{spec}: not a trained brisc model folder "
+                                "(expected RUN/KIND, e.g. artifacts/runs/x/sae)")
+    return ckpt.load_model(folder.parent, folder.name).requires_grad_(False).to(device)
 
 
 def check_distillation(model: nn.Module, teacher: str) -> None:
@@ -47,7 +42,8 @@ def check_distillation(model: nn.Module, teacher: str) -> None:
 
 
 def distillation_loss(head_logits: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor, teacher_logits: torch.Tensor,
-                      partner: torch.Tensor | None = None, lam: float = 1.0, label_smoothing: float = 0.0) -> torch.Tensor:
+                      partner: torch.Tensor | None = None, lam: float = 1.0,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
     """0.5 x CE([CLS] head, labels; CutMix-weighted) + 0.5 x CE([DIST] head, the teacher's argmax)."""
     cls, dist = (h.float() for h in head_logits)
     return 0.5 * mixed_cross_entropy(cls, y, partner, lam, label_smoothing) + 0.5 * F.cross_entropy(
