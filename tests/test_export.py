@@ -9,7 +9,7 @@ import torch
 
 from brisc.export.cli import ExportOptions, export_run
 from brisc.export.loading import load_trained
-from brisc.export.wrapper import ExportWrapper
+from brisc.export.wrapper import ExportWrapper, HeatmapSpec
 from brisc.imageio import Preprocessing, load
 from brisc.maps import cls_map, rollout
 from brisc.runfolder import RunFolder
@@ -122,6 +122,20 @@ def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batc
     assert np.abs(out["heatmap"] - reference(out["attentions_full"])).max() <= 1e-5
     assert np.abs(out["rollout"] - rollout(out["attentions_full"])).max() <= 1e-5  # rollout stays plain
     assert read_sidecar(path).heatmap == spec
+
+
+@pytest.mark.parametrize("spec", ["rollout", "rollout:max", "rollout:start=2", "cls", "cls:layer=1:max"])
+def test_lean_wrapper_gives_the_outputs_of_the_models_own_path(tiny_run, real_batch, spec):
+    # The exported computation (q/k/v head-major, last block for the prefix tokens only) against the model's own.
+    tm = load_trained(tiny_run, "vit")
+    heat = HeatmapSpec.parse(spec)
+    lean, plain = ExportWrapper(tm.model, heatmap=heat), ExportWrapper(tm.model, heatmap=heat, lean=False)
+    x = torch.from_numpy(real_batch[:4])
+    with torch.no_grad():
+        got, ref = lean(x), plain(x)
+        assert tm.model(x, output_attentions=True, prefix_only_last=True).attentions[-1].shape[-2] == 1
+    for name, g, r in zip(lean.names, got, ref, strict=True):
+        assert g.shape == r.shape and (g - r).abs().max() <= 1e-5, name
 
 
 def test_int8_keeps_attention_products_in_fp32_and_agrees(tiny_export):

@@ -4,8 +4,8 @@ was not fitted on) and the explanation scores against masks."""
 import numpy as np
 import pytest
 
-from brisc.metrics import (cross_fitted_ece, energy_in_mask, expected_calibration_error, fit_temperature, pointing_game,
-                           softmax)
+from brisc.metrics import (cross_fitted_ece, ece_sampling_floor, energy_in_mask, expected_calibration_error,
+                           fit_temperature, pointing_game, softmax)
 
 
 def _overconfident(n=4000, k=4, factor=3.0, seed=0):
@@ -24,6 +24,17 @@ def test_temperature_undoes_overconfidence_and_cross_fitting_stays_honest():
     crossed = cross_fitted_ece(logits, y)
     assert raw > 0.1 and fitted < 0.03 and crossed < 0.04  # calibrated, also on the half it was not fitted on
     assert crossed == cross_fitted_ece(logits, y)  # seeded halves
+
+
+def test_ece_floor_is_what_a_calibrated_model_scores_and_shrinks_with_more_images():
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.full(4, 0.7), size=4000)
+    y = np.array([rng.choice(4, p=row) for row in p])  # labels drawn from p: calibrated by construction
+    small, large = ece_sampling_floor(p[:250]), ece_sampling_floor(p)
+    assert large < small < 0.1
+    assert abs(expected_calibration_error(p, y) - large) < 0.015  # a calibrated model sits at its floor
+    assert expected_calibration_error(softmax(3 * np.log(p)), y) > 3 * large  # an overconfident one does not
+    assert ece_sampling_floor(np.eye(4)[y]) == 0.0  # certain and right: no sampling noise
 
 
 def test_mask_metric_functions_on_known_lesions(synth_root):

@@ -107,6 +107,21 @@ def test_fused_and_explicit_attention_give_the_same_logits(x):
     assert torch.equal(explicit, with_weights)
 
 
+def test_head_major_and_prefix_only_last_keep_logits_and_cls_rows(x):
+    torch.manual_seed(0)
+    m = VisionTransformer(ViTConfig(dim=64, depth=2, heads=4, drop_path=0.0, registers=2, distill_token=True)).eval()
+    m.set_fused_attn(False)
+    with torch.no_grad():
+        ref = m(x, output_attentions=True)
+        m.set_head_major(True)
+        lean = m(x, output_attentions=True, prefix_only_last=True)
+    p = m.num_prefix_tokens
+    assert lean.attentions[-1].shape[-2:] == (p, p + 196)  # [CLS], [DIST] and the registers still attend
+    assert (lean.logits - ref.logits).abs().max() <= 1e-5
+    for a, b in zip(lean.attentions, ref.attentions, strict=True):
+        assert (a[:, :, :p] - b[:, :, :p]).abs().max() <= 1e-6
+
+
 def test_sae_layerwise_pretraining_lowers_reconstruction_loss(x):
     torch.manual_seed(0)
     m = StackedAutoencoder(SAEConfig(hidden=(64, 16)))

@@ -78,16 +78,23 @@ def fit_temperature(logits: np.ndarray, y_true, lo: float = 0.05, hi: float = 20
     return float(np.exp((a + b) / 2))
 
 
-def cross_fitted_ece(logits: np.ndarray, y_true, *, seed: int = 0) -> float:
-    """ECE after temperature scaling, with the temperature fitted on one half of the images and the ECE measured
-    on the other (both ways, averaged): an honest figure where fitting and reporting on the same split flatters.
-    Halves are stratified by class and seeded."""
+def stratified_halves(y_true, *, seed: int = 0) -> np.ndarray:
+    """A boolean mask picking half of each class's images (seeded)."""
     y_true = np.asarray(y_true)
     rng = np.random.default_rng(seed)
     half = np.zeros(len(y_true), bool)
     for c in np.unique(y_true):
         idx = rng.permutation(np.flatnonzero(y_true == c))
         half[idx[: len(idx) // 2]] = True
+    return half
+
+
+def cross_fitted_ece(logits: np.ndarray, y_true, *, seed: int = 0) -> float:
+    """ECE after temperature scaling, with the temperature fitted on one half of the images and the ECE measured
+    on the other (both ways, averaged): an honest figure where fitting and reporting on the same split flatters.
+    Halves are stratified by class and seeded."""
+    y_true = np.asarray(y_true)
+    half = stratified_halves(y_true, seed=seed)
     eces = []
     for fit_on in (half, ~half):
         if fit_on.sum() == 0 or (~fit_on).sum() == 0:
@@ -95,6 +102,20 @@ def cross_fitted_ece(logits: np.ndarray, y_true, *, seed: int = 0) -> float:
         t = fit_temperature(logits[fit_on], y_true[fit_on])
         eces.append(expected_calibration_error(softmax(logits[~fit_on], t), y_true[~fit_on]))
     return float(np.mean(eces)) if eces else float("nan")
+
+
+def ece_sampling_floor(probs: np.ndarray, n_bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these confidences scores on this many images: the mean ECE
+    of labels drawn from ``probs`` themselves. ECE is biased upward on small sets (each bin's accuracy is a
+    noisy estimate), so an ECE near this floor is as calibrated as the set can show."""
+    probs = np.asarray(probs, np.float64)
+    rng = np.random.default_rng(seed)
+    cum = np.cumsum(probs, 1)
+    eces = []
+    for _ in range(draws):
+        y = np.minimum((rng.random((len(probs), 1)) > cum).sum(1), probs.shape[1] - 1)
+        eces.append(expected_calibration_error(probs, y, n_bins))
+    return float(np.mean(eces))
 
 
 def classification_metrics(logits: np.ndarray, y_true, temperature: float = 1.0) -> dict:

@@ -15,3 +15,16 @@ def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
         fn()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def onnx_median_seconds(path, pixel_values, *, repeats: int = 5, warmup: int = 2, threads: int | None = None) -> float:
+    """``median_seconds`` of one fresh onnxruntime session on ``pixel_values``, closed afterwards: an idle
+    session's thread pool keeps spinning and, on a 2-core machine, slows whatever runs next (up to 1.5x measured
+    at batch 1), so a timing keeps only one session alive."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])  # freed on return
+    return median_seconds(lambda: session.run(None, {"pixel_values": pixel_values}), repeats=repeats, warmup=warmup)

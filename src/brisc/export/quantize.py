@@ -1,4 +1,4 @@
-"""Dynamic INT8 for the weight MatMul/Gemm nodes only; the attention products stay fp32.
+"""Dynamic INT8 for the 2-D weight MatMul/Gemm nodes only; the attention products stay fp32.
 
 ``MatMulConstBOnly`` quantizes a MatMul only when its second input is a constant (a weight), so the
 Q.K^T and P.V products (both inputs activations) and the softmax keep full precision and the
@@ -22,6 +22,16 @@ REDUCE_RANGE = True
 QUANTIZATION = "dynamic int8 (weight MatMul/Gemm only, per channel, reduce_range)"
 
 
+def _not_2d_weight_matmuls(path: Path) -> list[str]:
+    """MatMul nodes whose weight is not a 2-D initializer: the head-major q/k/v products ([B, 1, N, C] @
+    [H, C, d]), which onnxruntime's per-channel INT8 MatMul cannot run. They stay fp32."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = {t.name: len(t.dims) for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and dims.get(n.input[1]) != 2]
+
+
 def quantize_int8(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -31,7 +41,8 @@ def quantize_int8(fp32: Path, out: Path) -> None:
     try:
         with atomic_path(out) as tmp:
             quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                             per_channel=True, reduce_range=REDUCE_RANGE, extra_options={"MatMulConstBOnly": True})
+                             per_channel=True, reduce_range=REDUCE_RANGE, extra_options={"MatMulConstBOnly": True},
+                             nodes_to_exclude=_not_2d_weight_matmuls(fp32))
     finally:
         root.setLevel(level)
 

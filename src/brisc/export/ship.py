@@ -21,7 +21,7 @@ import numpy as np
 from brisc.fsio import atomic_path
 from brisc.runfolder import RunFolder
 from brisc.sidecar import read_sidecar, write_sidecar
-from brisc.timing import median_seconds
+from brisc.timing import median_seconds, onnx_median_seconds
 
 MAX_BYTES = 25 * 1024 * 1024
 MIN_AGREEMENT = 0.995  # INT8 top-1 agreement with fp32 on the validation split, below which fp32 is shipped
@@ -29,7 +29,6 @@ MIN_AGREEMENT = 0.995  # INT8 top-1 agreement with fp32 on the validation split,
 
 def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
     """Agreement with fp32 on every validation image, and img/s of PyTorch eager, ORT fp32 and ORT INT8."""
-    import onnxruntime as ort
     import torch
 
     from brisc.export.loading import load_trained
@@ -41,18 +40,15 @@ def int8_report(int8: Path, fp32: Path, run: Path, batch: int = 32) -> dict:
     images = np.stack([load(p) for p in val])
     kind = read_sidecar(fp32).model_kind
     tm = load_trained(run, kind)
-    wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"])
+    wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"], lean=False)  # the model's own path
     x = images[:batch]
 
     def eager():
         with torch.no_grad():
             wrapper(torch.from_numpy(x))
 
-    s32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    s8 = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-    t_pt = median_seconds(eager)  # first: onnxruntime's spinning worker threads would slow PyTorch down
-    t32 = median_seconds(lambda: s32.run(None, {"pixel_values": x}))
-    t8 = median_seconds(lambda: s8.run(None, {"pixel_values": x}))
+    t_pt = median_seconds(eager)
+    t32, t8 = onnx_median_seconds(fp32, x), onnx_median_seconds(int8, x)
     parts = [agreement(fp32, int8, images[i:i + 64]) for i in range(0, len(images), 64)]
     n = len(images)
     agree = {k: sum(p[k] * p["images"] for p in parts) / n for k in ("top1_agreement", "heatmap_correlation")}

@@ -69,7 +69,7 @@ def cls_map_torch(atts: Sequence[torch.Tensor], grid: int, layer: int = -1, head
 
 def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0, head_fusion: str = "mean",
                   prefix: int = 1) -> torch.Tensor:
-    """L x [B, H, N, N] -> [B, g, g]: heads fused, identity added, rows renormalised, product over
+    """L x [B, H, N, N] (the last may hold only its first rows) -> [B, g, g]: heads fused, identity added, rows renormalised, product over
     layers, [CLS] row without [CLS], min-max scaled per image. Mirrors ``brisc.maps.rollout``.
 
     Only the [CLS] row of the product is needed, so it is carried as a row vector from the last layer down
@@ -89,9 +89,9 @@ def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0,
             v = (va + v) / 2
         return _scale(v[:, 0, prefix:], grid, atts[0].dtype)
 
-    def fused(a: torch.Tensor) -> torch.Tensor:  # [B, H, N, N] -> [B, N, N], float64, residual added
+    def fused(a: torch.Tensor) -> torch.Tensor:  # [B, H, R, N] -> [B, R, N], float64, residual added (R <= N rows)
         a = a.amax(1).double()  # float64: min-max scaling magnifies float32 rounding
-        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)[: a.shape[-2]]
         return a / a.sum(-1, keepdim=True)
 
     v = fused(layers[-1])[:, :1]  # [B, 1, N]: the [CLS] row of the last layer
@@ -109,11 +109,17 @@ def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
 
 class ExportWrapper(nn.Module):
     def __init__(self, model: nn.Module, *, temperature: float = 1.0, full_attention: bool = False,
-                 heatmap: HeatmapSpec = HeatmapSpec()):
+                 heatmap: HeatmapSpec = HeatmapSpec(), lean: bool = True):
+        """``lean`` (ViTs): compute only what the outputs need, laid out as the graph runs fastest: q, k, v
+        head-major and, unless ``full_attention``, the last block for the prefix tokens only. Same numbers as
+        ``lean=False``, the model's own attention path (the PyTorch baseline of benchmarks/export_speed.py)."""
         super().__init__()
         self.model = model.eval()
-        if isinstance(model, VisionTransformer):
+        self.vit, self.lean = isinstance(model, VisionTransformer), lean
+        if self.vit:
             model.set_fused_attn(False)  # the explicit softmax path: plain ops every exporter knows
+        # Every output reads only the [CLS] row of the last layer, unless the full matrices are asked for.
+        self.trim = {"prefix_only_last": True} if self.vit and lean and not full_attention else {}
         self.temperature = float(temperature)
         self.full_attention = full_attention
         self.heatmap = heatmap
@@ -123,13 +129,15 @@ class ExportWrapper(nn.Module):
                 raise ValueError(f"--heatmap asks for a layer the model does not have (it has {depth})")
         self.names = output_names(model, full_attention)
         cfg = model.config  # 14 for every brisc ViT (224 / 16); unused by the SAE
-        self.grid = cfg.grid if isinstance(model, VisionTransformer) else getattr(cfg, "image_size", 224) // getattr(cfg, "patch_size", 16)
+        self.grid = cfg.grid if self.vit else getattr(cfg, "image_size", 224) // getattr(cfg, "patch_size", 16)
         self.eval()
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.model.has_attention:
-            out = self.model(pixel_values, output_attentions=True)
-            att = out.attentions  # L x [B, H, N, N]
+            if self.vit:
+                self.model.set_head_major(self.lean)  # here, not in __init__: wrappers of both kinds may share a model
+            out = self.model(pixel_values, output_attentions=True, **self.trim)
+            att = out.attentions  # L x [B, H, N, N] (the last [B, H, P, N] when trimmed)
             p = self.model.num_prefix_tokens
             rollout = rollout_torch(att, self.grid, prefix=p)
             cls = torch.stack([a[:, :, 0, p:] for a in att], 1)  # [B, L, H, patches]: registers dropped here

@@ -30,7 +30,8 @@ import brisc
 from brisc import CLASSES
 from brisc.data import Sample, Splits
 from brisc.imageio import DEFAULT as PREP
-from brisc.metrics import classification_metrics, cross_fitted_ece, fit_temperature
+from brisc.metrics import (classification_metrics, cross_fitted_ece, ece_sampling_floor, fit_temperature, softmax,
+                           stratified_halves)
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
 from brisc.train.batches import TensorBatches
@@ -299,6 +300,14 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     return FitResult(kind=kind, metrics=metrics, history=history, model=model)
 
 
+def ece_floors(probs: np.ndarray, y) -> dict:
+    """What a perfectly calibrated model would score at the sizes the ECE figures are measured on: all of
+    validation (ECE (T)) and its halves (cross-fitted)."""
+    half = stratified_halves(y)
+    return {"ece_floor": ece_sampling_floor(probs),
+            "ece_floor_half": float(np.mean([ece_sampling_floor(probs[h]) for h in (half, ~half)]))}
+
+
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,
                      pretrain: list, best: dict, tracker: Tracker) -> dict:
     logits, y, img_s = evaluate(model, val_ds, cfg=cfg, env=env)
@@ -314,7 +323,8 @@ def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainCo
         "infer_img_s": img_s,
         "temperature": temperature,
         "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"],
-                "ece_cross_fitted": cross_fitted_ece(logits, y)},  # temperature fitted on the other half
+                "ece_cross_fitted": cross_fitted_ece(logits, y),  # temperature fitted on the other half
+                **ece_floors(softmax(logits, temperature), y)},
         "history": history,
         "pretrain": pretrain,
     }

@@ -27,6 +27,7 @@ def _row(kind: str, m: dict) -> dict:
         "val_accuracy": v["accuracy"], "val_macro_f1": v["macro_f1"], "val_macro_auc": v["macro_auc"],
         "val_ece_uncalibrated": v["ece_uncalibrated"], "val_ece": v["ece"],
         "val_ece_cross_fitted": v.get("ece_cross_fitted"),  # runs before it was measured: n/a
+        "val_ece_floor": v.get("ece_floor"), "val_ece_floor_half": v.get("ece_floor_half"),
         "val_per_class": v["per_class"], "val_confusion": v["confusion"],
         "explanations": m.get("explanations", {}),
     }
@@ -53,17 +54,20 @@ def markdown(comp: dict) -> str:
              f"test {run.get('test_images')}. Preset `{run.get('preset')}`, device {run.get('device')}.",
              "Models are selected on the validation split (macro-F1); the test split, when present, is only reported. "
              "ECE (T): after the temperature fitted on validation, measured there; cross-fitted: the temperature "
-             "fitted on one half of validation, the ECE measured on the other (both ways, averaged).", "",
+             "fitted on one half of validation, the ECE measured on the other (both ways, averaged). Floor: the ECE a "
+             "perfectly calibrated model with the same confidences scores on all of validation / on a half (ECE is "
+             "biased upward on small sets).", "",
              "| model | params | train time | train img/s | infer img/s | val acc | val macro-F1 | val AUC | ECE | ECE (T) "
-             "| ECE (T, cross-fitted) | T |"
+             "| ECE (T, cross-fitted) | floor (all / half) | T |"
              + (" test acc | test macro-F1 |" if any("test_accuracy" in r for r in comp["models"]) else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
              + ("---:|---:|" if any("test_accuracy" in r for r in comp["models"]) else "")]
     for r in comp["models"]:
         line = (f"| {r['name']} | {r['parameters'] / 1e6:.2f} M | {r['train_seconds']:.0f} s | {_f(r['train_img_s'], '{:.0f}')} "
                 f"| {_f(r['infer_img_s'], '{:.0f}')} | {_f(r['val_accuracy'])} | {_f(r['val_macro_f1'])} "
                 f"| {_f(r['val_macro_auc'])} | {_f(r['val_ece_uncalibrated'])} | {_f(r['val_ece'])} "
-                f"| {_f(r['val_ece_cross_fitted'])} | {r['temperature']:.2f} |")
+                f"| {_f(r['val_ece_cross_fitted'])} | {_f(r['val_ece_floor'])} / {_f(r['val_ece_floor_half'])} "
+                f"| {r['temperature']:.2f} |")
         if "test_accuracy" in r:
             line += f" {_f(r['test_accuracy'])} | {_f(r['test_macro_f1'])} |"
         lines.append(line)
