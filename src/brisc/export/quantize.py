@@ -1,4 +1,4 @@
-"""Dynamic INT8 for the 2-D weight MatMul/Gemm nodes only; the attention products stay fp32.
+"""Dynamic INT8 for the per-token weight MatMul/Gemm nodes only (``fp32_nodes``); the attention products stay fp32.
 
 ``MatMulConstBOnly`` quantizes a MatMul only when its second input is a constant (a weight), so the
 Q.K^T and P.V products (both inputs activations) and the softmax keep full precision and the
@@ -22,14 +22,26 @@ REDUCE_RANGE = True
 QUANTIZATION = "dynamic int8 (weight MatMul/Gemm only, per channel, reduce_range)"
 
 
-def _not_2d_weight_matmuls(path: Path) -> list[str]:
-    """MatMul nodes whose weight is not a 2-D initializer: the head-major q/k/v products ([B, 1, N, C] @
-    [H, C, d]), which onnxruntime's per-channel INT8 MatMul cannot run. They stay fp32."""
+def fp32_nodes(path: Path) -> list[str]:
+    """The weight products left fp32: those whose weight is not a 2-D initializer (the head-major q/k/v products,
+    [B, 1, N, C] @ [H, C, d], which onnxruntime's per-channel INT8 MatMul cannot run), and those on fewer rows
+    per image than the per-token ones (the ViT's last block, which runs on the prefix tokens only, and the head):
+    they cost next to nothing and decide the argmax, so INT8 there only adds disagreements."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    dims = {t.name: len(t.dims) for t in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and dims.get(n.input[1]) != 2]
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    weights = {t.name: len(t.dims) for t in graph.initializer}
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.value_info, *graph.input]}
+
+    def rows(name: str) -> int | None:  # rows per image of an activation [B, ..., C]
+        dims = shapes.get(name)
+        return None if dims is None or None in dims[1:-1] else int(np.prod(dims[1:-1], dtype=np.int64))
+
+    products = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    most = max((rows(n.input[0]) or 0 for n in products if weights.get(n.input[1]) == 2), default=0)
+    return [n.name for n in products if n.input[1] in weights
+            and (weights[n.input[1]] != 2 or (rows(n.input[0]) or most) < most)]
 
 
 def quantize_int8(fp32: Path, out: Path) -> None:
@@ -42,7 +54,7 @@ def quantize_int8(fp32: Path, out: Path) -> None:
         with atomic_path(out) as tmp:
             quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
                              per_channel=True, reduce_range=REDUCE_RANGE, extra_options={"MatMulConstBOnly": True},
-                             nodes_to_exclude=_not_2d_weight_matmuls(fp32))
+                             nodes_to_exclude=fp32_nodes(fp32))
     finally:
         root.setLevel(level)
 
