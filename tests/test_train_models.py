@@ -122,6 +122,29 @@ def test_head_major_and_prefix_only_last_keep_logits_and_cls_rows(x):
         assert (a[:, :, :p] - b[:, :, :p]).abs().max() <= 1e-6
 
 
+def test_standardized_sae_ignores_brightness_and_contrast_and_exports(tmp_path):
+    import onnxruntime as ort
+
+    from brisc.export.onnx import export_onnx
+    from brisc.export.wrapper import ExportWrapper
+
+    torch.manual_seed(0)
+    m = StackedAutoencoder(SAEConfig(hidden=(64, 16), dropout=0.0, standardize=True)).eval()
+    x = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        v = m.view(x)
+        assert v.mean(1).abs().max() < 1e-5 and (v.std(1) - 1).abs().max() < 1e-3
+        assert (m(x * 0.6 + 0.1).logits - m(x).logits).abs().max() < 1e-3  # a darker, flatter scan: same answer
+    w = ExportWrapper(m)
+    path = tmp_path / "sae.onnx"
+    export_onnx(w, path, images=x.numpy(), opset=18, metadata={})
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x.numpy()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in w(x)]
+    for name, g, r in zip(w.names, got, ref, strict=True):
+        assert abs(g - r).max() <= 1e-5, name
+
+
 def test_sae_layerwise_pretraining_lowers_reconstruction_loss(x):
     torch.manual_seed(0)
     m = StackedAutoencoder(SAEConfig(hidden=(64, 16)))

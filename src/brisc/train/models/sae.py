@@ -29,6 +29,7 @@ class SAEConfig:
     noise: float = 0.3  # denoising corruption (Gaussian std, in units of the normalised input)
     dropout: float = 0.2
     negative_slope: float = 0.1  # leaky ReLU: with plain ReLU, whole layers died during pretraining
+    standardize: bool = False  # z-score each scan's view: scanners and windowing move brightness and contrast
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,9 +63,12 @@ class StackedAutoencoder(nn.Module):
         return set()
 
     def view(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, 224, 224] -> grayscale, pooled, flattened [B, side*side]."""
+        """[B, 3, 224, 224] -> grayscale, pooled, flattened [B, side*side] (z-scored per scan with ``standardize``)."""
         g = pixel_values.mean(1, keepdim=True)
-        return F.avg_pool2d(g, self.config.pool).flatten(1)
+        v = F.avg_pool2d(g, self.config.pool).flatten(1)
+        if self.config.standardize:
+            v = (v - v.mean(1, keepdim=True)) / (v.std(1, keepdim=True) + 1e-5)
+        return v
 
     def act(self, z: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(z, self.config.negative_slope)
