@@ -13,7 +13,9 @@ patches only. [DIST] (DeiT, Touvron et al. 2021) has its own head, trained towar
 
 Two attention paths: fused (``F.scaled_dot_product_attention``) for speed, and an explicit softmax
 used whenever the attention weights are asked for (or ``fused_attn`` is switched off for export).
-Both give the same logits (tested). Parameter layout follows timm; ``load_hf_vit_state`` maps a
+Both give the same logits (tested). For export, ``set_head_major`` writes q, k, v per head straight out of their
+products and ``prefix_only_last`` runs the last block for the prefix tokens only: same numbers, a leaner graph
+(``brisc.export.wrapper.ExportWrapper``). Parameter layout follows timm; ``load_hf_vit_state`` maps a
 transformers ``ViTForImageClassification`` onto it (the parity test).
 """
 
