@@ -34,6 +34,9 @@ def test_tiny_end_to_end_run_of_all_three_models(tiny_run):
     assert "rollout" in json.loads((tiny_run / "vit" / "metrics.json").read_text())["explanations"]
     md = (tiny_run / "comparison.md").read_text()
     assert "home-made ViT" in md and "stacked autoencoders" in md and "HF ViT" in md
+    val = json.loads((tiny_run / "vit" / "metrics.json").read_text())["val"]
+    half = val["ece_floor_half"]  # null here when validation holds one image a class: no halves to cross-fit
+    assert 0 < val["ece_floor"] < 1 and (half is None) == (val["ece_cross_fitted"] is None) and "floor (all / half)" in md
     for png in ("curves.png", "confusion.png", "attention_vit.png", "attention_hf_vit.png", "attention_sae.png"):
         assert (tiny_run / png).stat().st_size > 1000
     runs = sorted((tiny_run / "wandb").glob("offline-run-*"))

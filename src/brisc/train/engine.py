@@ -304,8 +304,9 @@ def ece_floors(probs: np.ndarray, y) -> dict:
     """What a perfectly calibrated model would score at the sizes the ECE figures are measured on: all of
     validation (ECE (T)) and its halves (cross-fitted)."""
     half = stratified_halves(y)
-    return {"ece_floor": ece_sampling_floor(probs),
-            "ece_floor_half": float(np.mean([ece_sampling_floor(probs[h]) for h in (half, ~half)]))}
+    halves = [ece_sampling_floor(probs[h]) for h in (half, ~half) if h.any()]
+    return {"ece_floor": ece_sampling_floor(probs),  # NaN (null in JSON) with one image a class, like the cross-fit
+            "ece_floor_half": float(np.mean(halves)) if len(halves) == 2 else float("nan")}
 
 
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,
