@@ -1,4 +1,5 @@
-"""The home-made Vision Transformer, written from scratch (ViT, Dosovitskiy et al. 2021).
+"""The home-made Vision Transformer, written from scratch (ViT, Dosovitskiy et al. 2021). One file, long on purpose:
+the whole model reads top to bottom (stems, attention, blocks, the transformers weight mapping), as in nanoGPT.
 
 224x224 image -> 16x16 patches (196) -> linear patch embedding -> [CLS] + learned positions ->
 (optional registers) -> pre-norm transformer encoder -> LayerNorm -> head on [CLS]. ``stem="conv"`` makes
