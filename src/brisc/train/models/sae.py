@@ -40,9 +40,10 @@ class SAEConfig:
 
 
 # standardize: +3.1 points on the group split (0.898 -> 0.930 at 60 epochs, docs/results.md); older runs' configs
-# say false and rebuild as they were trained.
+# say false and rebuild as they were trained. The tiny preset keeps the plain view: its near-chance saliency is what
+# the INT8 export test bounds, and the standardized view has its own parity test.
 SAE_PRESETS: dict[str, SAEConfig] = {
-    "tiny": SAEConfig(hidden=(64, 16), dropout=0.0, standardize=True),
+    "tiny": SAEConfig(hidden=(64, 16), dropout=0.0),
     "cpu": SAEConfig(standardize=True),
     "gpu": SAEConfig(hidden=(2048, 512, 128), standardize=True),
 }
