@@ -17,10 +17,9 @@ import torch
 
 from brisc.data import discover
 from brisc.imageio import load
-from brisc.metrics import cross_fitted_ece, expected_calibration_error, fit_temperature, softmax
+from brisc.metrics import cross_fitted_ece, ece_floors, expected_calibration_error, fit_temperature, softmax
 from brisc.runfolder import RunFolder
 from brisc.train.checkpoint import load_model
-from brisc.train.engine import ece_floors
 
 
 def val_logits(run: Path, kind: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:

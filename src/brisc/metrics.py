@@ -118,6 +118,16 @@ def ece_sampling_floor(probs: np.ndarray, n_bins: int = 15, draws: int = 200, se
     return float(np.mean(eces))
 
 
+def ece_floors(probs: np.ndarray, y_true) -> dict:
+    """``ece_sampling_floor`` at the sizes the ECE figures are measured on: all the images (ECE (T)) and the
+    stratified halves (cross-fitted); the halves' floor is NaN where a class has one image, like the cross-fit."""
+    probs = np.asarray(probs, np.float64)
+    half = stratified_halves(y_true)
+    halves = [ece_sampling_floor(probs[h]) for h in (half, ~half) if h.any()]
+    return {"ece_floor": ece_sampling_floor(probs),
+            "ece_floor_half": float(np.mean(halves)) if len(halves) == 2 else float("nan")}
+
+
 def classification_metrics(logits: np.ndarray, y_true, temperature: float = 1.0) -> dict:
     """Accuracy, macro-F1, per-class sensitivity/specificity/F1/AUC, confusion, ECE and NLL."""
     logits = np.asarray(logits, np.float64)

@@ -19,8 +19,8 @@ def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
 
 def onnx_median_seconds(path, pixel_values, *, repeats: int = 5, warmup: int = 2, threads: int | None = None) -> float:
     """``median_seconds`` of one fresh onnxruntime session on ``pixel_values``, closed afterwards: an idle
-    session's thread pool keeps spinning and, on a 2-core machine, slows whatever runs next (up to 1.5x measured
-    at batch 1), so a timing keeps only one session alive."""
+    session's thread pool keeps spinning and, on a 2-core machine, slows whatever runs next, so a timing keeps
+    only one session alive."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -30,8 +30,7 @@ import brisc
 from brisc import CLASSES
 from brisc.data import Sample, Splits
 from brisc.imageio import DEFAULT as PREP
-from brisc.metrics import (classification_metrics, cross_fitted_ece, ece_sampling_floor, fit_temperature, softmax,
-                           stratified_halves)
+from brisc.metrics import classification_metrics, cross_fitted_ece, ece_floors, fit_temperature, softmax
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
 from brisc.train.batches import TensorBatches
@@ -298,15 +297,6 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         ckpt.write_json(out_dir / CONFIG, {**config, "temperature": metrics["temperature"]})
         ckpt.write_json(out_dir / METRICS, metrics)
     return FitResult(kind=kind, metrics=metrics, history=history, model=model)
-
-
-def ece_floors(probs: np.ndarray, y) -> dict:
-    """What a perfectly calibrated model would score at the sizes the ECE figures are measured on: all of
-    validation (ECE (T)) and its halves (cross-fitted)."""
-    half = stratified_halves(y)
-    halves = [ece_sampling_floor(probs[h]) for h in (half, ~half) if h.any()]
-    return {"ece_floor": ece_sampling_floor(probs),  # NaN (null in JSON) with one image a class, like the cross-fit
-            "ece_floor_half": float(np.mean(halves)) if len(halves) == 2 else float("nan")}
 
 
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,
