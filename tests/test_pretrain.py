@@ -1,6 +1,7 @@
 """brisc-pretrain: a tiny MAE run, exact resume, and its output feeding both ViTs."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -90,3 +91,15 @@ def test_brisc_train_fine_tunes_the_pretrained_encoder_in_both_vits(pretrained, 
     r = run_cli("brisc.train.cli", "--data", synth_root, "--models", "sae", "--preset", "tiny", "--epochs", "1",
                 "--out", tmp_path / "sae", "--init", pretrained, "--wandb", "disabled", check=False)
     assert r.returncode == 2 and "home-made ViT only" in r.stderr
+
+
+def test_the_tensor_loader_pretrains_too_and_an_unknown_loader_is_refused(pretrained, synth_root, tmp_path):
+    assert json.loads((pretrained / "pretrain.json").read_text())["train"]["loader"] == "pil"  # the CPU's default
+    rec = pt.pretrain(pt.PretrainOptions(data=synth_root, out=tmp_path / "tensor", preset="tiny", wandb="disabled",
+                                         loader="tensor"), log=lambda *a: None)
+    assert rec["train"]["loader"] == "tensor" and len(rec["history"]) == 2
+    assert all(math.isfinite(h["loss"]) for h in rec["history"])
+    assert json.loads((tmp_path / "tensor" / "config.json").read_text())["model_type"] == "vit"
+    with pytest.raises(pt.PretrainError, match="--loader dali"):
+        pt.pretrain(pt.PretrainOptions(data=synth_root, out=tmp_path / "bad", preset="tiny", wandb="disabled",
+                                       loader="dali"), log=lambda *a: None)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from brisc.fsio import is_tmp_name
 from brisc.synth import generate
 from conftest import run_cli
 
@@ -79,6 +80,41 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path
     ma, mb = (json.loads((d / "vit" / "metrics.json").read_text()) for d in (tmp_path / "full", killed))
     assert ma["val"] == mb["val"] and ma["best_epoch"] == mb["best_epoch"]
     assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
+
+
+def test_sigterm_stops_training_in_one_line_and_leaves_no_temporary_file(resume_data, tmp_path):
+    out = tmp_path / "termed"
+    p = subprocess.Popen([sys.executable, "-m", "brisc.train.cli", "--data", str(resume_data), "--models", "vit",
+                          "--preset", "tiny", "--epochs", "50", "--batch-size", "4", "--wandb", "disabled",
+                          "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state = out / "vit" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("brisc-train: interrupted (SIGTERM)") and "--resume" in err
+    assert not [f for f in out.rglob("*") if is_tmp_name(f.name)]
+    assert torch.load(state, weights_only=True)["epoch"] >= 1
+
+
+def test_a_sigterm_inside_an_atomic_write_removes_its_temporary_file(tmp_path):
+    target = tmp_path / "big.bin"
+    code = ("import sys, time; from brisc.fsio import atomic_path, interrupted, raise_on_sigterm\n"
+            "raise_on_sigterm()\n"
+            "try:\n"
+            f"    with atomic_path({str(target)!r}) as t:\n"
+            "        t.write_bytes(b'x' * 1000); print('writing', flush=True); time.sleep(60)\n"
+            "except KeyboardInterrupt as e:\n"
+            "    sys.exit(interrupted('writer', e, 'here'))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    assert [f.name for f in tmp_path.iterdir() if is_tmp_name(f.name)]  # the temporary file is there mid-write
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "interrupted (SIGTERM)" in err
+    assert list(tmp_path.iterdir()) == []  # neither the temporary file nor a half-written target
 
 
 def test_existing_run_is_not_overwritten_without_resume(resume_data, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM as an exception: ``finally`` blocks run (temporary files removed), callers report it and
+    exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, ``timeout``, a scheduler, torchrun) into ``Interrupted``; by default it ends the process
+    at once and leaves a half-written temporary file behind."""
+
+    def terminate(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def interrupted(prog: str, e: KeyboardInterrupt, out) -> int:
+    """Report a Ctrl-C or SIGTERM of a resumable run in one line; -> its exit code (128 + signum)."""
+    signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+    print(f"{prog}: interrupted ({signal.Signals(signum).name}); the epochs completed are saved in {out} "
+          "(continue with --resume)", file=sys.stderr)
+    return 128 + signum
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -59,13 +59,11 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
     Research use only: not a medical device."""
     import signal
 
-    from brisc.inference.runner import InferOptions, Interrupted, run_inference
+    from brisc.fsio import Interrupted, raise_on_sigterm
+    from brisc.inference.runner import InferOptions, run_inference
     from brisc.inference.session import InferenceError, open_session
 
-    def terminate(signum, frame):
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    raise_on_sigterm()  # the batches already computed are written, then the run stops
 
     if batch_size < 1 or workers < 1 or faithfulness < 0:
         click.echo("brisc-infer: error: --batch-size and --workers must be >= 1, --faithfulness >= 0", err=True)

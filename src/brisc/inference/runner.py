@@ -61,14 +61,6 @@ def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
     return m
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: the batches already computed are written, then the run stops (exit 128 + signum)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = True, log=print) -> dict:
     """Classify every item; returns summary.json's content (also written). Refusals (InferenceError) touch nothing."""
     from brisc.inference.outdir import OutLock, check_out

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits
+from brisc.fsio import interrupted, raise_on_sigterm
 from brisc.kinds import MODEL_KINDS
 from brisc.runfolder import RunFolder
 
@@ -288,11 +289,14 @@ def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume
                       preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction, split=split,
                       workers=workers, bf16=bf16, overrides=overrides, init=init)
+    raise_on_sigterm()  # a kill between or inside epochs leaves no temporary file; --resume continues
     try:
         run_training(opts)
     except UsageError as e:
         click.echo(f"brisc-train: error: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        sys.exit(interrupted("brisc-train", e, out))
 
 
 if __name__ == "__main__":

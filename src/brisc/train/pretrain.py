@@ -34,7 +34,8 @@ from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DEFAULT as PREP
 from brisc.runfolder import STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
-from brisc.train.config import TrainConfig
+from brisc.train.batches import TensorBatches
+from brisc.train.config import LOADERS, TrainConfig
 from brisc.train.dataset import AugmentConfig, ScanDataset, train_transform
 from brisc.train.distributed import DistEnv
 from brisc.train.engine import autocast_ctx, epoch_seed, make_loader, make_optimizer, make_scheduler
@@ -113,6 +114,7 @@ class PretrainOptions:
     resume: bool = False
     bf16: bool | None = None
     wandb: str = "offline"
+    loader: str | None = None  # brisc.train.config.LOADERS; None: "tensor" on a GPU (no PIL workers to starve it), else "pil"
 
 
 class PretrainError(ValueError):
@@ -166,7 +168,7 @@ def reconstructions(model: MAE, images: torch.Tensor, path: Path, seed: int) -> 
     masked = mae.unpatchify(target * (1 - m))
     rows = [torch.cat([images[i], masked[i], recon[i]], -1) for i in range(images.shape[0])]
     grid = torch.cat(rows, -2)  # [3, rows * 224, 3 * 224]
-    arr = ((grid * 0.5 + 0.5).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    arr = ((grid * 0.5 + 0.5).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
@@ -189,7 +191,10 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
         raise PretrainError(f"{opts.out} already holds a pretraining run: pass --resume to continue it, or choose a new --out")
     env = DistEnv(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     bf16, why = choose_bf16(opts.bf16, True, env.device.type)
-    cfg = replace(cfg, bf16=bf16)
+    loader = opts.loader or ("tensor" if env.device.type == "cuda" else "pil")
+    if loader not in LOADERS:
+        raise PretrainError(f"--loader {loader}: choose from {', '.join(LOADERS)}")
+    cfg = replace(cfg, bf16=bf16, loader=loader)
     info = {"preset": opts.preset, "mae": asdict(preset), "train": cfg.to_dict(), "seed": opts.seed,
             "split": {"method": opts.split, "val_fraction": opts.val_fraction, "seed": opts.seed,
                       "train_images": len(splits.train), "val_images_never_seen": len(splits.val)},
@@ -197,6 +202,8 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
     torch.manual_seed(opts.seed)
     model = MAE(mae_config(opts.preset)).to(env.device)
     ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True)
+    batches = (TensorBatches(ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size)
+               if cfg.loader == "tensor" else None)
     steps = len(ds) // cfg.batch_size or 1
     optimizer, start, history = make_optimizer(model, cfg), 0, []
     scheduler = make_scheduler(optimizer, cfg, steps)
@@ -220,7 +227,9 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
         for epoch in range(start, cfg.epochs):
             torch.manual_seed(epoch_seed(opts.seed, epoch))  # augmentation and the random masks
             t0, total, n = time.perf_counter(), 0.0, 0
-            for batch in tqdm(make_loader(ds, cfg, env, epoch, opts.seed), desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}",
+            epoch_batches = (batches.epoch(epoch_seed(opts.seed, epoch)) if batches
+                             else make_loader(ds, cfg, env, epoch, opts.seed))
+            for batch in tqdm(epoch_batches, desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}",
                               leave=False):
                 x = batch[0].to(env.device)
                 with autocast_ctx(env.device, cfg.bf16):

@@ -27,21 +27,28 @@ from brisc.data import SPLIT_METHODS
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: where the GPU/CPU runs it natively].")
 @click.option("--wandb", type=click.Choice(["offline", "online", "disabled"]), default="offline", show_default=True)
-def main(data, out, preset, epochs, batch_size, lr, seed, val_fraction, split, resume, bf16, wandb) -> None:
+@click.option("--loader", metavar="pil|tensor", default=None,
+              help="pil: one image at a time through a DataLoader; tensor: whole batches augmented on the device "
+                   "(brisc.train.batches) [default: tensor on a GPU, pil on the CPU].")
+def main(data, out, preset, epochs, batch_size, lr, seed, val_fraction, split, resume, bf16, wandb, loader) -> None:
     """Pretrain a ViT encoder as a masked autoencoder (transformers' ViTMAEForPreTraining) on the images of the
     BRISC training split only (no labels, never validation), and write it where `brisc-train --models hf_vit
     --hf-model OUT` and `brisc-train --models vit --init OUT` pick it up. Reconstructions of four training images
     are saved each epoch (OUT/reconstructions)."""
     from brisc.data import DataError, default_data_root
+    from brisc.fsio import interrupted, raise_on_sigterm
     from brisc.train.pretrain import PretrainError, PretrainOptions, pretrain
 
+    raise_on_sigterm()  # a kill leaves no temporary file; --resume continues from the last completed epoch
     try:
         pretrain(PretrainOptions(data=data or default_data_root(), out=out, preset=preset, epochs=epochs,
                                  batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction, split=split,
-                                 resume=resume, bf16=bf16, wandb=wandb), log=click.echo)
+                                 resume=resume, bf16=bf16, wandb=wandb, loader=loader), log=click.echo)
     except (PretrainError, DataError) as e:
         click.echo(f"brisc-pretrain: error: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        sys.exit(interrupted("brisc-pretrain", e, out))
 
 
 if __name__ == "__main__":
