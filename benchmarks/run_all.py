@@ -17,6 +17,7 @@ import export_speed  # noqa: E402
 import gallery_load  # noqa: E402
 import help_time  # noqa: E402
 import infer_throughput  # noqa: E402
+import loader_speed  # noqa: E402
 import synth_speed  # noqa: E402
 import train_speed  # noqa: E402
 from common import machine  # noqa: E402
@@ -30,7 +31,7 @@ def main() -> None:
     data = Path(os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
     parts = [f"# brisc benchmarks\n\nMachine: {machine()}. Written by `make bench` on {time.strftime('%Y-%m-%d')}.\n"]
     jobs = [("training speed", train_speed.run), ("synthetic data", synth_speed.run), ("CLI start-up", help_time.run),
-            ("gallery load", gallery_load.run)]
+            ("gallery load", gallery_load.run), ("training feed", lambda: loader_speed.run(str(data), limit=256))]
     if RunFolder(run).has_model("vit"):
         jobs.append(("PyTorch vs onnxruntime", lambda: export_speed.run(str(run), str(export))))
         for name in ("vit.onnx", "vit.int8.onnx"):

@@ -7,6 +7,7 @@ both models measured in the same run. Goal: ours >= 0.95x timm.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 
@@ -36,7 +37,7 @@ def run(preset: str = "cpu", batch: int = 64, repeats: int = 5, device: str = "c
     from brisc.train.models.vit import VIT_PRESETS, VisionTransformer
 
     dev = torch.device(device)
-    cfg = VIT_PRESETS[preset]
+    cfg = replace(VIT_PRESETS[preset], stem="patch")  # like for like: timm's ViT has the patch embedding
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 224, 224, device=dev)
     y = torch.randint(0, 4, (batch,), device=dev)

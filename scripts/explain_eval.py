@@ -6,7 +6,7 @@
 For every exported model (fp32 graphs) and every method it supports (its own heatmap, [CLS] attention for
 the ViTs, occlusion for all), runs ``run_inference`` with ``--masks`` on the run's validation tumour images
 and prints pointing game and energy in mask next to the mask area (what a uniform map's energy is), and the
-deletion/insertion AUC of the first 100 of them (brisc-infer's --faithfulness).
+deletion/insertion AUC of 100 of them, the tumour classes in turn (brisc-infer's --faithfulness).
 With --examples, copies two hits and two misses of the first model's own map as panel PNGs.
 """
 
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from brisc.runfolder import RunFolder
-from brisc.data import discover
+from brisc.data import classes_in_turn, discover
 from brisc.inference.runner import InferOptions, run_inference
 from brisc.inference.session import open_session
 
@@ -37,7 +37,7 @@ def main() -> None:
 
     rf = RunFolder(a.run)
     val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])
-    samples = sorted((s for s in discover(data).samples if s.path in val and s.mask), key=lambda s: s.path)
+    samples = classes_in_turn([s for s in discover(data).samples if s.path in val and s.mask])  # 100 span the classes
     masks = Path(samples[0].mask).parent
     rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC | insertion AUC |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]

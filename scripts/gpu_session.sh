@@ -36,7 +36,7 @@ START=$SECONDS
 job gpu-base $LIMIT  $T --models vit --preset $BIG --out "$R/gpu-base" &
 job gpu-guided $LIMIT $T --models vit --preset $BIG $GUIDED $LIGHT --out "$R/gpu-guided" &
 job gpu-guided-conv $LIMIT $T --models vit --preset $BIG $GUIDED $LIGHT --set vit.stem=conv --out "$R/gpu-guided-conv" &
-job cpu-patch $LIMIT $T --models vit --preset $SMALL --set vit.loader=tensor --out "$R/cpu-patch" &
+job cpu-patch $LIMIT $T --models vit --preset $SMALL --set vit.loader=tensor --set vit.stem=patch --out "$R/cpu-patch" &
 job cpu-conv $LIMIT $T --models vit --preset $SMALL --set vit.loader=tensor --set vit.stem=conv --out "$R/cpu-conv" &
 ( job mae $((LIMIT / 2)) python3 -m brisc.train.pretrain_cli --data "$D" --preset $SMALL --epochs $MAE_EP --batch-size 256 \
       --out "$R/mae" --wandb disabled

@@ -9,7 +9,7 @@
 set -euo pipefail
 root=${1:-artifacts/runs/screen}
 teacher=${TEACHER:-artifacts/runs/group-v3/vit}
-short=(--models vit --preset cpu --epochs 6 --set vit.warmup_epochs=1 --split group --wandb disabled)
+short=(--models vit --preset cpu --set vit.stem=patch --epochs 6 --set vit.warmup_epochs=1 --split group --wandb disabled)
 declare -A variants=(
   [c0-base]=""
   [c1-conv-stem]="--set vit.stem=conv"

@@ -5,7 +5,7 @@
 #        NAMES="a0-base a2-guide" runs a subset). The runs use the random split of the reference run they compare with.
 set -euo pipefail
 root=${1:-artifacts/runs/ablation}
-short=(--models vit --preset cpu --epochs 6 --set vit.warmup_epochs=1 --split random --wandb disabled)
+short=(--models vit --preset cpu --set vit.stem=patch --epochs 6 --set vit.warmup_epochs=1 --split random --wandb disabled)
 # The cpu preset itself guides the last layer and has 4 registers: each variant sets both switches explicitly.
 declare -A variants=(
   [a0-base]="--set vit.guide_weight=0 --set vit.registers=0"

@@ -5,7 +5,7 @@
 
 For each run (its home-made ViT): validation accuracy, macro-F1 and ECE after temperature (metrics.json); for each
 map method, pointing game and energy in mask on every validation tumour mask (metrics.json, computed at the end of
-training) and deletion/insertion AUC (RISE) of the PyTorch model on the first N validation tumour images by path,
+training) and deletion/insertion AUC (RISE) of the PyTorch model on N validation tumour images, the classes in turn,
 beside a random patch order. With --sanity K, the cascading model-randomisation check on K of those images.
 The validation masks are never used by the guidance loss (only training images are).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from brisc.runfolder import RunFolder
-from brisc.data import discover
+from brisc.data import classes_in_turn, discover
 from brisc.imageio import load
 
 
@@ -29,7 +29,7 @@ def run_row(run: Path, methods: list[str], n_faith: int, n_sanity: int) -> dict:
 
     rf = RunFolder(run)
     metrics, cfg, val = rf.metrics("vit"), rf.config("vit"), set(rf.val_paths())
-    samples = sorted((s for s in discover(cfg["data"]).samples if s.path in val and s.mask), key=lambda s: s.path)
+    samples = classes_in_turn([s for s in discover(cfg["data"]).samples if s.path in val and s.mask])
     row = {"run": run.name, "epochs": cfg["train"]["epochs"], "guide_weight": cfg["train"].get("guide_weight", 0.0),
            "guide_layers": cfg["train"].get("guide_layers"), "registers": cfg["model"].get("registers", 0),
            "accuracy": metrics["val"]["accuracy"], "macro_f1": metrics["val"]["macro_f1"], "ece": metrics["val"]["ece"],

@@ -6,7 +6,7 @@ set -euo pipefail
 root=${1:-artifacts/runs/sweep}
 # The first cpu recipe's augmentation, spelled out (the preset now holds the sweep's winner); later --set items win.
 first=(--set vit.augment.rotation=15 --set vit.augment.scale=0.9,1.1 --set vit.augment.translate=0.05)
-short=(--models vit --preset cpu --epochs 6 --set vit.warmup_epochs=1 "${first[@]}" --wandb disabled)
+short=(--models vit --preset cpu --set vit.stem=patch --epochs 6 --set vit.warmup_epochs=1 "${first[@]}" --wandb disabled)
 declare -A variants=(
   [s0-base]=""
   [s1-no-droppath]="--set vit.drop_path=0"

@@ -147,3 +147,18 @@ def test_brisc_data_json_on_real_brisc(brisc_root):
     sp = rep["split"]
     assert abs(sp["val"]["images"] - 500) <= 2 and sp["test"]["images"] == 0  # 10%, rounded per class
     assert sp["train"]["images"] + sp["val"]["images"] + rep["duplicates"]["dropped_from_train"] == 5000
+
+
+def test_classes_in_turn_makes_every_prefix_span_the_classes():
+    from brisc.data import Sample, classes_in_turn
+
+    counts = {0: 5, 1: 3, 3: 4}  # unequal classes, sorted by path the first 5 would all be class 0
+    samples = [Sample(path=f"{c}/{i}.jpg", label=c, split="val", sha1=f"{c}{i}") for c, n in counts.items()
+               for i in range(n)][::-1]
+    ordered = classes_in_turn(samples)
+    assert sorted(s.path for s in ordered) == sorted(s.path for s in samples)  # a reordering, nothing lost
+    assert [s.label for s in ordered[:3]] == [0, 1, 3] and [s.path for s in ordered[:3]] == ["0/0.jpg", "1/0.jpg", "3/0.jpg"]
+    assert [s.label for s in ordered[-3:]] == [0, 3, 0]  # rank 3 of classes 0 and 3, then the largest class alone
+    for c in counts:  # within a class, path order
+        paths = [s.path for s in ordered if s.label == c]
+        assert paths == sorted(paths)

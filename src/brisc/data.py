@@ -266,6 +266,17 @@ def make_splits(disc: Discovery, *, val_fraction: float = 0.1, seed: int = 0, me
                   method=method, groups=summary)
 
 
+def classes_in_turn(samples: list[Sample]) -> list[Sample]:
+    """Samples ordered by path within each class, the classes taken in turn (one of each, then the next of each...):
+    any prefix, such as the first 100 scans of a costly check, then spans every class, not the first class's files."""
+    by_path = sorted(samples, key=lambda s: s.path)
+    rank: dict[str, int] = {}
+    seen: dict[int, int] = defaultdict(int)
+    for s in by_path:
+        rank[s.path], seen[s.label] = seen[s.label], seen[s.label] + 1
+    return sorted(by_path, key=lambda s: (rank[s.path], s.label))
+
+
 def duplicate_audit(samples: list[Sample]) -> dict:
     """Exact (byte-identical) duplicates by content hash."""
     groups: dict[str, list[Sample]] = defaultdict(list)

@@ -163,6 +163,8 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
         data_hash = hashlib.sha256(item.path.read_bytes()).hexdigest()
         frame = item.frame or 0
         x, img = load_keeping_image(item.path, frame=frame, prep=prep)
+        if x.min() == x.max():  # a model answers anything, confidently, for an empty frame: refuse it by name
+            return Decoded(item, error="blank image (every pixel the same value): nothing to classify")
         disp = None
         if display == "overlay":
             disp = fit(img, OVERLAY_MAX)

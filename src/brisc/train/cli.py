@@ -1,6 +1,8 @@
 """`brisc-train`: train and compare the home-made ViT, the HF ViT and the stacked autoencoders.
 
-A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_node=N``.
+A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_node=N``. Long because every check
+that runs before training (options, data, resume, recipes, models) refuses bad input here, by name, before anything
+is written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, ma
 from brisc.fsio import interrupted, raise_on_sigterm
 from brisc.kinds import MODEL_KINDS
 from brisc.runfolder import RunFolder
-
 
 
 class UsageError(Exception):

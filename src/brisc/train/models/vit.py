@@ -67,8 +67,10 @@ class ViTConfig:
 VIT_PRESETS: dict[str, ViTConfig] = {
     # Fast tests: a few thousand parameters.
     "tiny": ViTConfig(dim=32, depth=2, heads=2, mlp_ratio=2.0, drop_path=0.0),
-    # 2 CPU cores, BRISC train split: ~65 min for the 40-epoch cpu recipe (fp32, or bf16 where the CPU has it).
-    "cpu": ViTConfig(dim=192, depth=6, heads=3, head_hidden=192, drop_path=0.1, registers=4),
+    # 2 CPU cores, BRISC train split: ~80 min for the 40-epoch cpu recipe (fp32, or bf16 where the CPU has it).
+    # The conv stem: 0.984 against 0.966 for the patch stem on the group split at 40 epochs (docs/results.md);
+    # --set vit.stem=patch for the transformers-compatible embedding (e.g. --init from brisc-pretrain).
+    "cpu": ViTConfig(dim=192, depth=6, heads=3, head_hidden=192, drop_path=0.1, registers=4, stem="conv"),
     # ViT-S/16 for a GPU.
     "gpu": ViTConfig(dim=384, depth=12, heads=6, head_hidden=384, drop_path=0.1),
 }
@@ -291,7 +293,8 @@ def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor
     head) fills every parameter; a ``ViTModel`` (an encoder alone, e.g. brisc-pretrain's output) fills all but
     the heads, the registers and [DIST], which keep their initialisation. Returns the parameters left as they were."""
     if model.config.stem != "patch":
-        raise RuntimeError(f"a transformers ViT has a patch embedding; this model has stem='{model.config.stem}'")
+        raise RuntimeError(f"a transformers ViT has a patch embedding; this model has stem='{model.config.stem}' "
+                           "(--set vit.stem=patch)")
     pre = "vit." if "vit.embeddings.cls_token" in hf_state else ""
     sd = {
         "cls_token": hf_state[pre + "embeddings.cls_token"],
