@@ -33,7 +33,8 @@ LIGHT="--set vit.augment.rotation=5 --set vit.augment.scale=1,1 --set vit.augmen
 job() { local name=$1 limit=$2; shift 2; local t0=$SECONDS; timeout "$limit" "$@" > "$R/$name.log" 2>&1
         echo "$name rc=$? $((SECONDS - t0))s" >> "$R/status.txt"; }
 START=$SECONDS
-job gpu-base $LIMIT  $T --models vit --preset $BIG --out "$R/gpu-base" &
+OLD="--set vit.guide_weight=0 --set vit.augment.rotation=15 --set vit.augment.scale=0.9,1.1 --set vit.augment.translate=0.05"
+job gpu-base $LIMIT  $T --models vit --preset $BIG $OLD --out "$R/gpu-base" &  # the gpu preset before this session
 job gpu-guided $LIMIT $T --models vit --preset $BIG $GUIDED $LIGHT --out "$R/gpu-guided" &
 job gpu-guided-conv $LIMIT $T --models vit --preset $BIG $GUIDED $LIGHT --set vit.stem=conv --out "$R/gpu-guided-conv" &
 job cpu-patch $LIMIT $T --models vit --preset $SMALL --set vit.loader=tensor --set vit.stem=patch --out "$R/cpu-patch" &
