@@ -12,23 +12,28 @@ brisc-train and brisc-pretrain then use exactly the run's train and validation i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
+
+from brisc.kinds import MODEL_KINDS
+from brisc.runfolder import RunFolder
 
 
 def carry_split(run: Path, copy: Path) -> int:
     """Move ``run``'s validation images of ``copy`` (matched by path below the run's data root) into val/ folders.
     Returns how many moved; refuses a copy that lacks one of them, before moving anything."""
-    split = json.loads((run / "split.json").read_text())
-    root = Path(json.loads((run / "vit" / "config.json").read_text())["data"])
-    rel = [Path(os.path.relpath(p, root)) for p in split["val"]]
+    rf = RunFolder(run)
+    kinds = [k for k in MODEL_KINDS if rf.config_path(k).is_file()]
+    if not kinds:
+        raise SystemExit(f"carry_split: {run}: no trained model's config.json, so no data root to match paths against")
+    root = Path(rf.data_root(kinds[0]))
+    rel = [Path(os.path.relpath(p, root)) for p in rf.val_paths()]
     moves = []
     for r in rel:
         parts = r.parts  # classification_task/train/<class>/<name>
         if parts[:2] != ("classification_task", "train") or not (copy / r).is_file():
-            raise SystemExit(f"carry_split: {copy / r}: not in the copy (is it a release-layout copy of {root}?)")
+            raise SystemExit(f"carry_split: {copy / r}: not there (split carried already, or not a release-layout copy of {root}?)")
         moves.append((copy / r, copy / "classification_task" / "val" / Path(*parts[2:])))
         mask = copy / "segmentation_task" / "train" / "masks" / (r.stem + ".png")
         if mask.is_file():
