@@ -49,9 +49,9 @@ _TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=Fal
 TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
     "tiny": {"vit": _TINY, "hf_vit": replace(_TINY, lr=1e-4), "sae": replace(_TINY, pretrain_epochs=2)},
     "cpu": {
-        # ~100 s an epoch on 2 cores (46 img/s, bf16): 40 epochs is ~65 minutes. No loader workers: the model
-        # already keeps both cores busy, and re-forking a process that holds the image cache costs more than
-        # augmenting in the main process (~1.5 ms an image against ~22 ms of training).
+        # ~120 s an epoch on 2 Xeon cores with the conv stem (38 img/s, fp32): 40 epochs is ~80 minutes. No loader
+        # workers: the model already keeps both cores busy, and re-forking a process that holds the image cache costs
+        # more than augmenting in the main process (~1.5 ms an image against ~26 ms of training).
         # Light augmentation: the from-scratch ViT underfits this data (train accuracy below validation), and the
         # sweep in docs/results.md found rotation 5 without zoom/shift better than rotation 15, zoom 0.9-1.1, shift 5%.
         # Mask guidance of the last layer's [CLS] attention (docs/results.md): maps on the lesion, and +6 points.
