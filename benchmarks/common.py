@@ -17,3 +17,16 @@ def table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def train_step(model, opt, x, y, *, bf16: bool, device) -> None:
+    """One forward + cross-entropy + backward + optimizer step, as the benchmarks time it (bf16 by autocast)."""
+    import torch
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x.to(device, non_blocking=True))
+        logits = out.logits if hasattr(out, "logits") else out
+    loss = torch.nn.functional.cross_entropy(logits.float(), y.to(device, non_blocking=True))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()

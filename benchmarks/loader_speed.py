@@ -17,10 +17,9 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from common import machine, table
+from common import machine, table, train_step
 
 
 def run(data: str, preset: str = "cpu", device: str = "cpu", workers: int = 0, limit: int = 512,
@@ -42,12 +41,7 @@ def run(data: str, preset: str = "cpu", device: str = "cpu", workers: int = 0, l
     opt = torch.optim.AdamW(model.parameters(), cfg.lr)
 
     def step(x, y):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x.to(dev, non_blocking=True)).logits
-        loss = F.cross_entropy(logits.float(), y.to(dev, non_blocking=True))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, bf16=bf16, device=dev)
 
     def sync():
         if dev.type == "cuda":

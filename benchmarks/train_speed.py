@@ -12,20 +12,14 @@ from dataclasses import replace
 import torch
 
 from brisc.hardware import cpu_native_bf16
-from common import median_time, table
+from common import median_time, table, train_step
 
 
 def step_fn(model, x, y, bf16: bool, device):
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-            logits = out.logits if hasattr(out, "logits") else out
-        loss = torch.nn.functional.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, bf16=bf16, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return step

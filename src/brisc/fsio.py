@@ -59,11 +59,11 @@ def raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
-def interrupted(prog: str, e: KeyboardInterrupt, out) -> int:
-    """Report a Ctrl-C or SIGTERM of a resumable run in one line; -> its exit code (128 + signum)."""
+def interrupted(prog: str, e: KeyboardInterrupt, kept: str) -> int:
+    """Report a Ctrl-C or SIGTERM of a resumable run in one line, ``kept`` saying what was saved where;
+    -> its exit code (128 + signum)."""
     signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-    print(f"{prog}: interrupted ({signal.Signals(signum).name}); the epochs completed are saved in {out} "
-          "(continue with --resume)", file=sys.stderr)
+    print(f"{prog}: interrupted ({signal.Signals(signum).name}); {kept} (continue with --resume)", file=sys.stderr)
     return 128 + signum
 
 

@@ -57,9 +57,7 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
     Exit codes: 0 all classified, 1 some files failed (see errors.csv), 2 usage or model error,
     3 nothing could be classified, 130/143 interrupted by Ctrl-C/SIGTERM (what was done is written).
     Research use only: not a medical device."""
-    import signal
-
-    from brisc.fsio import Interrupted, raise_on_sigterm
+    from brisc.fsio import interrupted, raise_on_sigterm
     from brisc.inference.runner import InferOptions, run_inference
     from brisc.inference.session import InferenceError, open_session
 
@@ -87,10 +85,7 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
         click.echo(f"brisc-infer: error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        click.echo(f"brisc-infer: interrupted ({signal.Signals(signum).name}); the scans classified so far are in "
-                   f"{out} (continue with --resume)", err=True)
-        sys.exit(128 + signum)
+        sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"))
     if not quiet:
         for line in summary_lines(s, out):
             click.echo(line, err=True)

@@ -297,7 +297,7 @@ def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume
         click.echo(f"brisc-train: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as e:
-        sys.exit(interrupted("brisc-train", e, out))
+        sys.exit(interrupted("brisc-train", e, f"the epochs completed are saved in {out}"))
 
 
 if __name__ == "__main__":

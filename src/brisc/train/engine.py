@@ -95,6 +95,16 @@ def make_loader(ds, cfg: TrainConfig, env: DistEnv, epoch: int, seed: int) -> Da
                       drop_last=len(ds) > cfg.batch_size)
 
 
+def epoch_feed(ds, cfg: TrainConfig, env: DistEnv, seed: int):
+    """-> a function epoch -> that epoch's batches: the DataLoader over ``ds`` (loader "pil"), or whole batches
+    augmented on the training device from images stacked there once (loader "tensor", brisc.train.batches)."""
+    if cfg.loader != "tensor":
+        return lambda epoch: make_loader(ds, cfg, env, epoch, seed)
+    batches = TensorBatches(ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size, rank=env.rank,
+                            world_size=env.world_size)
+    return lambda epoch: batches.epoch(epoch_seed(seed, epoch))
+
+
 def guided(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return cfg.guide_weight > 0 and getattr(unwrap(model), "has_attention", False)
 
@@ -260,12 +270,10 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         scheduler.load_state_dict(state["scheduler"])
 
     teacher = load_teacher(cfg.distill_from, env.device) if cfg.distill_from else None
-    batches = (TensorBatches(train_ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size,
-                             rank=env.rank, world_size=env.world_size) if cfg.loader == "tensor" else None)
+    feed = epoch_feed(train_ds, cfg, env, seed)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
-        loader = batches.epoch(epoch_seed(seed, epoch)) if batches else make_loader(train_ds, cfg, env, epoch, seed)
-        tr = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg=cfg, env=env, teacher=teacher,
+        tr = train_one_epoch(ddp_model, feed(epoch), optimizer, scheduler, cfg=cfg, env=env, teacher=teacher,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
         logits, y, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
         m = classification_metrics(logits, y)

@@ -34,11 +34,10 @@ from brisc.fsio import atomic_path, write_json_atomic
 from brisc.imageio import DEFAULT as PREP
 from brisc.runfolder import STATE, WEIGHTS
 from brisc.train import checkpoint as ckpt
-from brisc.train.batches import TensorBatches
 from brisc.train.config import LOADERS, TrainConfig
 from brisc.train.dataset import AugmentConfig, ScanDataset, train_transform
 from brisc.train.distributed import DistEnv
-from brisc.train.engine import autocast_ctx, epoch_seed, make_loader, make_optimizer, make_scheduler
+from brisc.train.engine import autocast_ctx, epoch_feed, epoch_seed, make_optimizer, make_scheduler
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,8 +201,7 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
     torch.manual_seed(opts.seed)
     model = MAE(mae_config(opts.preset)).to(env.device)
     ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True)
-    batches = (TensorBatches(ds, cfg.augment, PREP, device=env.device, batch_size=cfg.batch_size)
-               if cfg.loader == "tensor" else None)
+    feed = epoch_feed(ds, cfg, env, opts.seed)
     steps = len(ds) // cfg.batch_size or 1
     optimizer, start, history = make_optimizer(model, cfg), 0, []
     scheduler = make_scheduler(optimizer, cfg, steps)
@@ -227,10 +225,7 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
         for epoch in range(start, cfg.epochs):
             torch.manual_seed(epoch_seed(opts.seed, epoch))  # augmentation and the random masks
             t0, total, n = time.perf_counter(), 0.0, 0
-            epoch_batches = (batches.epoch(epoch_seed(opts.seed, epoch)) if batches
-                             else make_loader(ds, cfg, env, epoch, opts.seed))
-            for batch in tqdm(epoch_batches, desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}",
-                              leave=False):
+            for batch in tqdm(feed(epoch), desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}", leave=False):
                 x = batch[0].to(env.device)
                 with autocast_ctx(env.device, cfg.bf16):
                     loss = model(x).loss

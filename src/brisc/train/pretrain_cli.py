@@ -48,7 +48,7 @@ def main(data, out, preset, epochs, batch_size, lr, seed, val_fraction, split, r
         click.echo(f"brisc-pretrain: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as e:
-        sys.exit(interrupted("brisc-pretrain", e, out))
+        sys.exit(interrupted("brisc-pretrain", e, f"the epochs completed are saved in {out}"))
 
 
 if __name__ == "__main__":
