@@ -7,31 +7,20 @@
 #   bash scripts/gpu_session.sh                                           # there, carrying .gpu
 #
 # DRY=1 runs the same steps with the tiny presets on the CPU in a minute or two (a check before spending GPU time).
-set -u
-export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
-D=${DATA:-.gpu/data}
-R=${RUNS:-/tmp/gpu-runs}
-OUT=${OUT:-/tmp/gpu-out}
 LIMIT=${LIMIT:-390}  # seconds for each training, so that everything is packed before the call's own limit
-mkdir -p "$R" "$OUT"
+source scripts/gpu_common.sh
 if [ "${DRY:-0}" = 1 ]; then
-  D=$R/synth; [ -d "$D" ] || python3 -m brisc.synth "$D" --per-class 12 > /dev/null
   BIG=tiny SMALL=tiny DEV=cpu BENCH="--preset tiny --limit 64 --epochs 1" EP="--epochs 1" MAE_EP=1 HF_EP=1
 else
   BIG=gpu SMALL=cpu DEV=cuda BENCH="--preset gpu --device cuda --workers 8 --limit 4096" EP="" MAE_EP=150 HF_EP=20
 fi
-
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  nproc; } > "$R/machine.txt"
 timeout 120 python3 benchmarks/loader_speed.py --data "$D" $BENCH > "$R/loader.md" 2>&1
 echo "loader rc=$?" >> "$R/status.txt"
 
 T="python3 -m brisc.train.cli --data $D --wandb disabled --device $DEV $EP"
 GUIDED="--set vit.guide_weight=2 --set vit.guide_blur=0 --set vit.guide_floor=0.02"
 LIGHT="--set vit.augment.rotation=5 --set vit.augment.scale=1,1 --set vit.augment.translate=0"
-job() { local name=$1 limit=$2; shift 2; local t0=$SECONDS; timeout "$limit" "$@" > "$R/$name.log" 2>&1
-        echo "$name rc=$? $((SECONDS - t0))s" >> "$R/status.txt"; }
+UNGUIDED_HF="--set hf_vit.guide_weight=0 --set hf_vit.batch_size=32 --set hf_vit.augment.rotation=10"  # the preset then
 START=$SECONDS
 OLD="--set vit.guide_weight=0 --set vit.augment.rotation=15 --set vit.augment.scale=0.9,1.1 --set vit.augment.translate=0.05"
 job gpu-base $LIMIT  $T --models vit --preset $BIG $OLD --out "$R/gpu-base" &  # the gpu preset before this session
@@ -42,7 +31,7 @@ job cpu-conv $LIMIT $T --models vit --preset $SMALL --set vit.loader=tensor --se
 ( job mae $((LIMIT / 2)) python3 -m brisc.train.pretrain_cli --data "$D" --preset $SMALL --epochs $MAE_EP --batch-size 256 \
       --out "$R/mae" --wandb disabled
   job hf $((LIMIT - SECONDS + START)) $T --models hf_vit --preset $SMALL --hf-model "$R/mae" --set hf_vit.lr=5e-4 --set hf_vit.epochs=$HF_EP \
-      --set hf_vit.warmup_epochs=2 --set hf_vit.loader=tensor --out "$R/hf" ) &
+      --set hf_vit.warmup_epochs=2 --set hf_vit.loader=tensor $UNGUIDED_HF --out "$R/hf" ) &
 wait
 cat "$R/status.txt"
 tar czf "$OUT/results.tgz" -C "$R" --exclude='*.safetensors' --exclude='*.pt' --exclude='reconstructions' --exclude='./mae/mae' --exclude=./synth --exclude='.*.tmp*' .

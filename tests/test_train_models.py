@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -196,6 +198,32 @@ def test_overrides_parse_by_declared_type_and_leave_the_preset_alone():
     m2, _ = apply_overrides("vit", vit, train, [parse_item("vit.depth=8"), parse_item("vit.depth=3")])
     assert m2.depth == 3  # in order: a later item wins (scripts/vit_sweep.sh relies on it)
     assert apply_overrides("hf_vit", None, TRAIN_PRESETS["cpu"]["hf_vit"], [parse_item("hf_vit.lr=1e-5")])[1].lr == 1e-5
+
+
+def test_hf_vit_recipe_follows_where_its_checkpoint_was_pretrained(tmp_path):
+    """A brisc-pretrain encoder trains with the preset's recipe (guided, lr 1e-3); a checkpoint pretrained elsewhere
+    (a hub id, or a downloaded directory without pretrain.json) is fine-tuned gently; explicit flags still win."""
+    from brisc.train.cli import RunOptions, recipes
+    from brisc.train.config import HF_PRETRAINED_ELSEWHERE, TRAIN_PRESETS
+
+    mae = tmp_path / "mae"
+    mae.mkdir()
+    (mae / "pretrain.json").write_text("{}")
+    downloaded = tmp_path / "vit-base"
+    downloaded.mkdir()
+
+    def hf_recipe(hf_model, **kw):
+        opts = RunOptions(data=tmp_path, out=tmp_path / "run", models=("hf_vit",), hf_model=str(hf_model), **kw)
+        return replace(recipes(opts, "cpu")["hf_vit"][1], bf16=TRAIN_PRESETS[opts.preset]["hf_vit"].bf16)  # per CPU
+
+    assert hf_recipe(mae) == TRAIN_PRESETS["cpu"]["hf_vit"] and hf_recipe(mae).guide_weight > 0
+    for elsewhere in ("google/vit-base-patch16-224-in21k", downloaded):
+        cfg = hf_recipe(elsewhere)
+        assert {k: getattr(cfg, k) for k in HF_PRETRAINED_ELSEWHERE["cpu"]} == HF_PRETRAINED_ELSEWHERE["cpu"]
+        assert cfg.lr < TRAIN_PRESETS["cpu"]["hf_vit"].lr / 10
+    assert hf_recipe(downloaded, lr=3e-4).lr == 3e-4
+    assert hf_recipe(downloaded, overrides=("hf_vit.epochs=7",)).epochs == 7
+    assert hf_recipe(downloaded, preset="tiny") == TRAIN_PRESETS["tiny"]["hf_vit"]  # the tests' random checkpoints
 
 
 def test_bf16_autocast_only_where_the_cpu_has_bf16(monkeypatch):

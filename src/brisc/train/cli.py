@@ -112,11 +112,13 @@ def load_splits(opts: RunOptions, log):
 
 
 def recipes(opts: RunOptions, device_type: str) -> dict:
-    """kind -> (architecture config, TrainConfig, why bf16 is on or off): preset, then flags, then --set."""
+    """kind -> (architecture config, TrainConfig, why bf16 is on or off): preset, then flags, then --set. The HF ViT's
+    preset is for a brisc-pretrain encoder; another checkpoint gets ``HF_PRETRAINED_ELSEWHERE`` over it."""
     from brisc.hardware import choose_bf16
-    from brisc.train.config import LOADERS, TRAIN_PRESETS
+    from brisc.train.config import HF_PRETRAINED_ELSEWHERE, LOADERS, TRAIN_PRESETS
     from brisc.train.models import preset_config
     from brisc.train.overrides import OverrideError, apply_overrides, parse_item
+    from brisc.train.pretrain import is_brisc_pretrain
 
     try:
         items = [parse_item(i) for i in opts.overrides]
@@ -126,6 +128,8 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
         out = {}
         for kind in opts.models:
             cfg = TRAIN_PRESETS[opts.preset][kind]
+            if kind == "hf_vit" and not is_brisc_pretrain(opts.hf_model):
+                cfg = replace(cfg, **HF_PRETRAINED_ELSEWHERE.get(opts.preset, {}))
             cfg = replace(cfg, **{k: v for k, v in (("epochs", opts.epochs), ("batch_size", opts.batch_size),
                                                     ("lr", opts.lr), ("num_workers", opts.workers)) if v is not None})
             model_cfg, cfg = apply_overrides(kind, preset_config(kind, opts.preset), cfg, items)
@@ -267,7 +271,9 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "disabled"]), default="offline",
               show_default=True, help="Weights & Biases mode (offline needs no login or network).")
 @click.option("--hf-model", default="google/vit-base-patch16-224-in21k", show_default=True,
-              help="Pretrained HF ViT: hub id or local directory (for --models hf_vit).")
+              help="Pretrained HF ViT: hub id or local directory (for --models hf_vit). A brisc-pretrain output "
+                   "trains with the preset's guided recipe (cpu: 40 epochs, lr 1e-3); any other checkpoint is "
+                   "fine-tuned gently (cpu: 5 epochs, lr 5e-5).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
 @click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
               help="How validation is carved: group keeps look-alike slices (one patient's neighbours) together, so "

@@ -66,6 +66,7 @@ PRESETS = {
                      batch_size=256, lr=1.5e-3, warmup_epochs=10),
 }
 HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"  # a transformers model directory, as from_pretrained reads it
+SUMMARY = "pretrain.json"  # beside the encoder: recipe, split, per-epoch loss; marks the directory as brisc-pretrain's
 MLP_RATIO = {"tiny": 2, "cpu": 4, "gpu": 4}  # as VIT_PRESETS
 LAYER_NORM_EPS = 1e-6  # the home-made ViT's (timm's) value, so the two encoders compute the same function
 
@@ -251,8 +252,13 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
     finally:
         tracker.finish()
     summary = info | {"history": history, "seconds": sum(h["seconds"] for h in history)}
-    write_json_atomic(opts.out / "pretrain.json", summary)
+    write_json_atomic(opts.out / SUMMARY, summary)
     return summary
+
+
+def is_brisc_pretrain(id_or_dir: str | Path) -> bool:
+    """Written by brisc-pretrain (its summary beside the encoder), not a checkpoint pretrained elsewhere."""
+    return (Path(id_or_dir) / SUMMARY).is_file()
 
 
 def is_pretrained_dir(path: Path) -> bool:
