@@ -261,7 +261,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
 @click.option("--models", default="vit,sae", show_default=True, help="Comma-separated: vit, hf_vit, sae.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder, e.g. artifacts/runs/NAME.")
 @click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True,
-              help="Model sizes and recipes: tiny (tests), cpu (2 cores: the ViT ~80 min, the SAE ~12), gpu (ViT-S).")
+              help="Model sizes and recipes: tiny (tests), cpu (2 cores: the ViT ~80 min, the HF ViT from "
+                   "brisc-pretrain ~75, the SAE ~12), gpu (ViT-S).")
 @click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the preset's batch size (per process).")
 @click.option("--lr", type=float, default=None, help="Override the preset's peak learning rate.")
