@@ -5,6 +5,8 @@
   augmented there in a few batched operations;
 - PIL loader (``ScanDataset`` + ``DataLoader``): one image at a time on the CPU, ``--workers`` processes.
 
+Both feeds are brisc-train's own (``brisc.train.engine.epoch_feed``).
+
 Each loader is timed over whole epochs of ``--limit`` training images (worker start-up included, as in training),
 after one warm-up epoch. On a GPU:
 
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
-from torch.utils.data import DataLoader
 
 from common import machine, table, train_step
 
@@ -26,22 +28,22 @@ def run(data: str, preset: str = "cpu", device: str = "cpu", workers: int = 0, l
         epochs: int = 2) -> str:
     from brisc.data import discover, make_splits
     from brisc.imageio import DEFAULT as PREP
-    from brisc.train.batches import TensorBatches
     from brisc.train.config import TRAIN_PRESETS
     from brisc.train.dataset import ScanDataset, train_transform
+    from brisc.train.distributed import DistEnv
+    from brisc.train.engine import epoch_feed
     from brisc.train.models.vit import VIT_PRESETS, VisionTransformer
 
     dev = torch.device(device)
-    cfg = TRAIN_PRESETS[preset]["vit"]
+    cfg = replace(TRAIN_PRESETS[preset]["vit"], num_workers=workers)
     bf16 = dev.type == "cuda" and cfg.bf16
     samples = make_splits(discover(data), method="random").train[:limit]
     ds = ScanDataset(samples, train_transform(cfg.augment, PREP), PREP, cache=True)
     torch.manual_seed(0)
     model = VisionTransformer(VIT_PRESETS[preset]).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), cfg.lr)
-
-    def step(x, y):
-        train_step(model, opt, x, y, bf16=bf16, device=dev)
+    # the feeds brisc-train itself uses (brisc.train.engine.epoch_feed), one per loader
+    feeds = {name: epoch_feed(ds, replace(cfg, loader=name), DistEnv(device=dev), seed=0) for name in ("tensor", "pil")}
 
     def sync():
         if dev.type == "cuda":
@@ -56,33 +58,25 @@ def run(data: str, preset: str = "cpu", device: str = "cpu", workers: int = 0, l
         sync()
         return n / (time.perf_counter() - t)
 
-    batches = TensorBatches(ds, cfg.augment, PREP, device=dev, batch_size=cfg.batch_size)
-    x0, y0 = next(iter(batches.epoch(0)))
-    n_batches = len(batches.epoch(0))
+    def fed(feed):
+        def epoch(e):
+            n = 0
+            for x, y in feed(e):
+                train_step(model, opt, x, y, bf16=bf16, device=dev)
+                n += len(y)
+            return n
+        return epoch
+
+    x0, y0 = next(iter(feeds["tensor"](0)))
+    n_batches = len(feeds["tensor"](0))
 
     def resident(_):
         for _ in range(n_batches):
-            step(x0, y0)
+            train_step(model, opt, x0, y0, bf16=bf16, device=dev)
         return n_batches * len(y0)
 
-    def tensor(e):
-        n = 0
-        for x, y in batches.epoch(e):
-            step(x, y)
-            n += len(y)
-        return n
-
-    def pil(e):
-        n = 0
-        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                            pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(e))
-        for x, y in loader:
-            step(x, y)
-            n += len(y)
-        return n
-
-    rates = {"step alone (resident batch)": img_s(resident), "tensor loader": img_s(tensor),
-             f"PIL loader, {workers} workers": img_s(pil)}
+    rates = {"step alone (resident batch)": img_s(resident), "tensor loader": img_s(fed(feeds["tensor"])),
+             f"PIL loader, {workers} workers": img_s(fed(feeds["pil"]))}
     top = rates["step alone (resident batch)"]
     rows = [[k, f"{v:.0f}", f"{v / top:.2f}"] for k, v in rates.items()]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else machine()
