@@ -6,7 +6,8 @@
 For every exported model (fp32 graphs) and every method it supports (its own heatmap, [CLS] attention for
 the ViTs, occlusion for all), runs ``run_inference`` with ``--masks`` on the run's validation tumour images
 and prints pointing game and energy in mask next to the mask area (what a uniform map's energy is), and the
-deletion/insertion AUC of 100 of them, the tumour classes in turn (brisc-infer's --faithfulness).
+deletion/insertion AUC of 100 of them, the tumour classes in turn (brisc-infer's --faithfulness), per class, each
+beside the same curves under a seeded random patch order (the reference a faithful map must beat).
 With --examples, copies two hits and two misses of the first model's own map as panel PNGs.
 """
 
@@ -39,8 +40,10 @@ def main() -> None:
     val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])
     samples = classes_in_turn([s for s in discover(data).samples if s.path in val and s.mask])  # 100 span the classes
     masks = Path(samples[0].mask).parent
-    rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC | insertion AUC |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC (random) | "
+            "insertion AUC (random) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    per_class = ["| model | method | class | scans | deletion AUC | random order | insertion AUC | random order |",
+                 "|---|---|---|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         graphs = [(kind, a.export / f"{kind}.onnx") for kind in a.models.split(",")] + [(p.name, p) for p in a.also]
         for kind, graph in graphs:
@@ -56,7 +59,12 @@ def main() -> None:
                                                faithfulness=0 if method == "occlusion" else 100), sess, progress=False)
                 m = s["masks"]
                 name = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])["explain"]
-                faith = (f"{m['deletion_auc']:.3f} | {m['insertion_auc']:.3f}" if m["faithfulness_n"] else "- | -")
+                faith = (f"{m['deletion_auc']:.3f} ({m['deletion_auc_random']:.3f}) | {m['insertion_auc']:.3f} "
+                         f"({m['insertion_auc_random']:.3f})" if m["faithfulness_n"] else "- | -")
+                for c, f in m["faithfulness_per_class"].items():
+                    per_class.append(f"| {kind} | {name} | {c} | {f['n']} | {f['deletion_auc']:.3f} | "
+                                     f"{f['deletion_auc_random']:.3f} | {f['insertion_auc']:.3f} | "
+                                     f"{f['insertion_auc_random']:.3f} |")
                 rows.append(f"| {kind} | {name} | {m['n']} | {m['pointing_game']:.3f} | {m['energy_in_mask']:.3f} | "
                             f"{m['mask_area_fraction']:.3f} | {faith} |")
                 if heat:
@@ -70,6 +78,8 @@ def main() -> None:
                             shutil.copyfile(src, a.examples / f"{kind}_{tag}_{n}.png")
                             print(f"{kind}_{tag}_{n}.png <- {p['path']}")
     print("\n".join(rows))
+    print()
+    print("\n".join(per_class))
 
 
 if __name__ == "__main__":

@@ -69,4 +69,4 @@ def test_long_modules_say_why_at_the_top():
         lines = path.read_text().splitlines()
         if len(lines) > 300:
             head = "\n".join(lines[:15]).lower()
-            assert "long" in head or "lines" in head, f"{name}: {len(lines)} lines without a reason at its top"
+            assert "long on purpose" in head, f"{name}: {len(lines)} lines without 'long on purpose: <why>' at its top"

@@ -39,8 +39,8 @@ def test_onnx_matches_pytorch_on_real_images_at_batch_1_2_and_7(tiny_run, tiny_e
     w = _wrapper(tiny_run, kind)
     sess = ort.InferenceSession(str(tiny_export / f"{kind}.onnx"), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    assert names == w.names
-    expected = ["logits", "probabilities", "heatmap"] + (["attentions", "rollout"] if kind != "sae" else [])
+    assert names == w.names + ["ood_score"]  # its parity with numpy and PyTorch: test_ood
+    expected = ["logits", "probabilities", "heatmap"] + (["attentions", "rollout"] if kind != "sae" else []) + ["ood_score"]
     assert names == expected
     assert sess.get_inputs()[0].name == "pixel_values" and isinstance(sess.get_inputs()[0].shape[0], str)
     for b in (1, 2, 7):
@@ -67,7 +67,8 @@ def test_torchscript_and_torch_export_parity(tiny_run, tmp_path, real_batch, kin
     written = export_run(ExportOptions(run=tiny_run, out=out, models=(kind,), format=fmt), log=lambda *a: None)
     (path,) = written
     meta = read_sidecar(path)
-    assert meta.format == fmt and list(meta.outputs) == _wrapper(tiny_run, kind).names
+    assert meta.format == fmt and list(meta.outputs) == _wrapper(tiny_run, kind).names + ["ood_score"]
+    assert meta.self_check["max_abs_diff"]["ood_score"] <= 1e-3 and meta.ood["threshold"] is not None
     x = torch.from_numpy(real_batch[:3])
     if fmt == "torchscript":
         module = torch.jit.load(str(path))
@@ -77,7 +78,8 @@ def test_torchscript_and_torch_export_parity(tiny_run, tmp_path, real_batch, kin
         got = [t.numpy() for t in module(x)]
     ref = _torch(_wrapper(tiny_run, kind), real_batch[:3])
     for name, g in zip(meta.outputs, got):
-        assert np.abs(g - ref[name]).max() <= 1e-5, name
+        if name != "ood_score":  # the reference wrapper has no OOD head; the self-check compared it
+            assert np.abs(g - ref[name]).max() <= 1e-5, name
 
 
 def test_metadata_props_and_sidecar_round_trip(tiny_run, tiny_export):

@@ -1,6 +1,6 @@
 """BRISC discovery, file-name parsing, masks, the validation split and the duplicate audit.
 
-Torch-free. Long (~330 lines) because discovery, naming and splitting share the Sample type and are read
+Torch-free. Long on purpose (~350 lines): discovery, naming and splitting share the Sample type and are read
 together; the grouping of look-alike slices lives apart in ``brisc.grouping``. Layouts understood (``discover``):
 - ``release``: the BRISC 2025 release root (``classification_task/{train,test}/<class>/*.jpg`` and
   ``segmentation_task/{train,test}/{images,masks}/``);
@@ -10,6 +10,8 @@ together; the grouping of look-alike slices lives apart in ``brisc.grouping``. L
 """
 
 from __future__ import annotations
+
+from brisc.errors import BriscError
 
 import hashlib
 import io
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from brisc import CLASSES
+from brisc.fsio import walk_files
 from brisc.imageio import IMAGE_SUFFIXES, MAX_PIXELS
 
 TUMOUR_CLASSES = ("glioma", "meningioma", "pituitary")
@@ -42,7 +45,7 @@ PLANES = {"ax": "axial", "co": "coronal", "sa": "sagittal"}
 _NAME = re.compile(r"^brisc2025_(train|test)_(\d+)_(gl|me|pi|no|nt)_(ax|co|sa)_([a-z0-9]+)$", re.IGNORECASE)
 
 
-class DataError(Exception):
+class DataError(BriscError):
     """A dataset that cannot be used; the message is one line naming the path and what to do."""
 
 
@@ -74,6 +77,13 @@ def parse_brisc_name(name: str) -> BriscName | None:
         return None
     split, index, code, plane, seq = m.groups()
     return BriscName(split.lower(), int(index), CLASS_ALIASES[code.lower()], PLANES[plane.lower()], seq.lower())
+
+
+def label_from_path(path: str | os.PathLike) -> str | None:
+    """The class a file's name (BRISC naming) or else its parent folder's name (any class alias) gives; None."""
+    p = Path(path)
+    parsed = parse_brisc_name(p.name)
+    return parsed.label if parsed else canonical_class(p.parent.name)
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,7 @@ def discover(root: str | os.PathLike) -> Discovery:
             if cls is None:
                 raise DataError(f"{cdir}: unknown class folder '{cdir.name}' "
                                 f"(expected one of {', '.join(CLASSES)} or an alias such as notumor)")
-            files = sorted(p for p in cdir.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = [p for p in walk_files(cdir) if p.is_file() and not p.name.startswith(".")]
             images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
             disc.ignored_files += len(files) - len(images)
             if not images:
@@ -266,15 +276,16 @@ def make_splits(disc: Discovery, *, val_fraction: float = 0.1, seed: int = 0, me
                   method=method, groups=summary)
 
 
-def classes_in_turn(samples: list[Sample]) -> list[Sample]:
+def classes_in_turn(samples: list, *, label=lambda s: s.label, path=lambda s: s.path) -> list:
     """Samples ordered by path within each class, the classes taken in turn (one of each, then the next of each...):
-    any prefix, such as the first 100 scans of a costly check, then spans every class, not the first class's files."""
-    by_path = sorted(samples, key=lambda s: s.path)
+    any prefix, such as the first 100 scans of a costly check, then spans every class, not the first class's files.
+    ``label`` and ``path`` read any other item (a label of None sorts last in each turn)."""
+    by_path = sorted(samples, key=path)
     rank: dict[str, int] = {}
-    seen: dict[int, int] = defaultdict(int)
+    seen: dict = defaultdict(int)
     for s in by_path:
-        rank[s.path], seen[s.label] = seen[s.label], seen[s.label] + 1
-    return sorted(by_path, key=lambda s: (rank[s.path], s.label))
+        rank[path(s)], seen[label(s)] = seen[label(s)], seen[label(s)] + 1
+    return sorted(by_path, key=lambda s: (rank[path(s)], label(s) is None, str(label(s))))
 
 
 def duplicate_audit(samples: list[Sample]) -> dict:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits, report
+from brisc.data import SPLIT_METHODS, default_data_root, discover, make_splits, report
 from brisc.grouping import THRESHOLD
 
 
@@ -50,12 +49,11 @@ def _print_text(r: dict) -> None:
               help="group: whole groups of look-alike slices (one patient's neighbours) go to one side; random: per image.")
 def main(root: str | None, as_json: bool, val_fraction: float, seed: int, method: str) -> None:
     """Report what a BRISC 2025 folder holds (default: $BRISC_DATA or ../shared/data/brisc2025)."""
-    try:
+    from brisc.errors import one_line_errors
+
+    with one_line_errors("brisc-data"):
         disc = discover(root or default_data_root())
         r = report(disc, make_splits(disc, val_fraction=val_fraction, seed=seed, method=method))
-    except DataError as e:
-        click.echo(f"brisc-data: error: {e}", err=True)
-        sys.exit(2)
     if as_json:
         click.echo(json.dumps(r, indent=2))
     else:

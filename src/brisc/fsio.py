@@ -40,6 +40,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def walk_files(top: str | os.PathLike, *, recursive: bool = True, prune=None, onerror=None) -> Iterator[Path]:
+    """Every entry under ``top`` that is not a folder, by name, folders after the files beside them. Linked folders are
+    followed, each real folder once (a link loop ends there). ``prune(folder)`` true skips a folder; ``onerror(folder,
+    OSError)`` hears of one that cannot be listed (default: skipped silently). brisc-infer and brisc-train walk alike."""
+    seen: set[str] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        real = os.path.realpath(folder)
+        if real in seen or (prune is not None and prune(folder)):
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            if onerror is not None:
+                onerror(folder, e)
+            return
+        subdirs = []
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            (subdirs if is_dir else []).append(Path(e.path))
+            if not is_dir:
+                yield Path(e.path)
+        if recursive:
+            for d in subdirs:
+                yield from walk(d)
+
+    yield from walk(Path(top))
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM as an exception: ``finally`` blocks run (temporary files removed), callers report it and
     exit 128 + signum."""

@@ -18,6 +18,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+from brisc.errors import BriscError
+
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,11 +36,12 @@ STD = (0.5, 0.5, 0.5)
 # Pillow's own warning threshold (~89.5 Mpx); we refuse above it instead of warning.
 MAX_PIXELS = 89_478_485
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+PAGED_FORMATS = frozenset({"TIFF", "GIF", "WEBP", "MPO"})  # Pillow formats with several pages or frames
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(BriscError, ValueError):
     """A file that cannot be turned into a model input. ``str()`` names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -108,13 +111,17 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def _decode_pil(path: str | os.PathLike, size: int | None) -> Image.Image:
+def _decode_pil(path: str | os.PathLike, size: int | None, frame: int = 0) -> Image.Image:
     try:
         img = Image.open(path)
+        if frame:
+            img.seek(frame)  # a page of a multi-page TIFF, a frame of an animated GIF or WebP
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file that Pillow can read") from None
     except Image.DecompressionBombError as e:
         raise ImageLoadError(path, f"refused as a possible decompression bomb ({e})") from None
+    except EOFError:
+        raise ImageLoadError(path, f"has no frame {frame}") from None
     except OSError as e:
         raise ImageLoadError(path, f"cannot open: {e.strerror or e}") from None
     with img:
@@ -133,6 +140,35 @@ def _decode_pil(path: str | os.PathLike, size: int | None) -> Image.Image:
             return _to_8bit(img)
         except (OSError, ValueError, SyntaxError) as e:
             raise ImageLoadError(path, f"corrupt or truncated image data ({e})") from None
+
+
+def image_frames(path: str | os.PathLike) -> int:
+    """Frames of a file: a DICOM's NumberOfFrames, a multi-page TIFF's pages, an animated GIF's or WebP's frames;
+    1 for anything else (and for a file Pillow cannot open: decoding it then says why)."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
+        return dicom_frames(path)
+    try:
+        with Image.open(path) as img:
+            return max(1, int(getattr(img, "n_frames", 1))) if img.format in PAGED_FORMATS else 1
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 1
+
+
+def image_size(path: str | os.PathLike, frame: int = 0) -> tuple[int, int] | None:
+    """(width, height) of a file's image (or frame) as stored, from its header; None where it cannot be read."""
+    try:
+        if Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
+            pydicom = _import_pydicom(path)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Columns), int(ds.Rows)
+        with Image.open(path) as img:
+            if frame:
+                img.seek(frame)
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)  # EXIF orientations 5-8 turn the image by 90 degrees
+            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    except Exception:  # noqa: BLE001 - the size only checks masks; the decode reports what is wrong with the file
+        return None
 
 
 def dicom_frames(path: str | os.PathLike) -> int:
@@ -197,9 +233,7 @@ def decode(path: str | os.PathLike, *, frame: int = 0, size: int | None = IMAGE_
         raise ImageLoadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
     if Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
         return _decode_dicom(path, frame)
-    if frame:
-        raise ImageLoadError(path, f"frame {frame} asked of a non-DICOM file")
-    return _decode_pil(path, size)
+    return _decode_pil(path, size, frame)
 
 
 def resize(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:

@@ -37,6 +37,10 @@ class RunFolder:
     def split(self) -> dict:
         return json.loads(self.split_path.read_text())
 
+    def train_paths(self) -> list[str]:
+        """The training images (what the OOD statistics are fitted on)."""
+        return list(self.split()["train"])
+
     def val_paths(self) -> list[str]:
         """The validation images, in the order the run evaluated them."""
         return list(self.split()["val"])

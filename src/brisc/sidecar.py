@@ -8,6 +8,8 @@ named, not located: a card never carries a path of the machine that trained the 
 
 from __future__ import annotations
 
+from brisc.errors import BriscError
+
 import hashlib
 import json
 import os
@@ -41,6 +43,7 @@ class ModelCard:
     self_check: dict = field(default_factory=dict)  # max abs diff against PyTorch, fused onnxruntime ops
     quantization: dict | None = None  # INT8: type, agreement with fp32, the CPU it was checked on
     shipped_from: str | None = None
+    ood: dict | None = None  # the ood_score output: score, threshold, rule, validation flag rate, evaluation AUROC
     model_file: str = ""  # set by write_sidecar
     model_sha256: str = ""  # set by write_sidecar
 
@@ -57,7 +60,7 @@ class ModelCard:
                           "outputs": tuple(d["outputs"]), "explain_methods": tuple(d["explain_methods"])})
 
 
-class SidecarError(Exception):
+class SidecarError(BriscError):
     """A model that must not be used: the message names the file and what to do."""
 
 

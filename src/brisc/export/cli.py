@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
+import numpy as np
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 
@@ -21,7 +21,8 @@ class ExportOptions:
     quantize: str | None = None
     opset: int = 18
     full_attention: bool = False
-    heatmap: str = "rollout"  # the ViTs' recommended map, see HeatmapSpec
+    heatmap: str | None = None  # the ViTs' recommended map (HeatmapSpec); None: the model's own best (default_heatmap)
+    ood_score: str = "mahalanobis"  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
 
 
 def _validate(opts: ExportOptions) -> list[str]:
@@ -42,19 +43,47 @@ def _validate(opts: ExportOptions) -> list[str]:
     from brisc.export.wrapper import HeatmapSpec
 
     try:
-        HeatmapSpec.parse(opts.heatmap)
+        HeatmapSpec.parse(opts.heatmap or "rollout")
     except ValueError as e:
         raise ExportInputError(f"--heatmap: {e}") from None
+    from brisc.ood import SCORES
+
+    if opts.ood_score not in (*SCORES, "none"):
+        raise ExportInputError(f"--ood-score {opts.ood_score}: one of {', '.join(SCORES)} or none")
     if opts.format == "onnx" and not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise ExportInputError(f"opset {opts.opset} is not supported (use {MIN_OPSET} to {MAX_OPSET})")
+    return kinds
+
+
+def _claim_out(out: Path) -> None:
+    """Create --out (once every model has loaded: a broken run leaves nothing behind) and check it is writable."""
+    from brisc.export.loading import ExportInputError
+
     try:
-        opts.out.mkdir(parents=True, exist_ok=True)
-        probe = opts.out / f".write-test-{os.getpid()}"
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ExportInputError(f"{opts.out}: cannot write here ({e.strerror or e})") from None
-    return kinds
+        raise ExportInputError(f"{out}: cannot write here ({e.strerror or e})") from None
+
+
+def default_heatmap(tm) -> str:
+    """The model's own best map: the [CLS] attention of the last guided layer for a mask-guided ViT (its
+    training config says which), plain rollout for an unguided one."""
+    train = tm.config.get("train", {})
+    if not tm.model.has_attention or not train.get("guide_weight"):
+        return "rollout"
+    from brisc.train.guidance import resolve_layers
+
+    return f"cls:layer={resolve_layers(tuple(train.get('guide_layers', (-1,))), tm.model.depth)[-1] + 1}"
+
+
+def check_set(val: np.ndarray) -> np.ndarray:
+    """The self-check's images: validation scans plus two outliers (black, noise), so that every output is also
+    compared where it is far from the training data."""
+    noise = np.random.default_rng(0).uniform(-1, 1, (1, *val.shape[1:])).astype(np.float32)
+    return np.concatenate([val, np.full_like(noise, -1.0), noise])
 
 
 def model_card(tm, wrapper, spec, opts: ExportOptions, temperature: float):
@@ -74,7 +103,8 @@ def model_card(tm, wrapper, spec, opts: ExportOptions, temperature: float):
     return ModelCard(
         model_kind=tm.kind, model_name=display_name(tm.kind), classes=tuple(CLASSES), preprocessing=PREP,
         outputs=tuple(wrapper.names), format=opts.format, temperature=temperature,
-        heatmap=opts.heatmap if tm.model.has_attention else "saliency", heatmap_method=heatmap_method(tm.model, spec),
+        heatmap=(opts.heatmap or default_heatmap(tm)) if tm.model.has_attention else "saliency",
+        heatmap_method=heatmap_method(tm.model, spec),
         explain_methods=KINDS[tm.kind].explain_methods,
         validation_metrics={k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
         training_data=training | {"data": Path(str(tm.config.get("data", ""))).name},  # the folder's name only
@@ -82,12 +112,50 @@ def model_card(tm, wrapper, spec, opts: ExportOptions, temperature: float):
         opset=opts.opset if opts.format == "onnx" else None)
 
 
+def ood_head(tm, opts: ExportOptions, temperature: float, log):
+    """The graph's OOD head, its Gaussians fitted on the run's training split; None with --ood-score none."""
+    from brisc.export.loading import ExportInputError
+    from brisc.export.ood import OODHead, fit_run
+    from brisc.ood import FEATURE_SCORES
+
+    if opts.ood_score == "none":
+        return None
+    stats = None
+    if opts.ood_score in FEATURE_SCORES:
+        try:
+            stats = fit_run(tm.model, opts.run)
+        except (ValueError, KeyError, OSError) as e:
+            raise ExportInputError(f"{opts.run}: cannot fit the {opts.ood_score} statistics on the run's training "
+                                   f"images ({e}); --ood-score energy needs none") from None
+        log(f"[{tm.kind}] ood_score: {opts.ood_score} on {stats.dim}-d features, Gaussians fitted on the training split")
+    return OODHead(opts.ood_score, stats, temperature)
+
+
+def calibrated(runner, opts: ExportOptions, kind: str, val_images, log) -> dict | None:
+    """The card's ood entry: threshold from this graph's validation scores, AUROC on the OOD evaluation set."""
+    from brisc.export.ood import calibrate, cached_evaluation_set
+
+    if opts.ood_score == "none":
+        return None
+    if val_images is None or not len(val_images):
+        log(f"[{kind}] warning: no validation images reachable: the card gets no OOD threshold")
+        return {"score": opts.ood_score, "threshold": None}
+    c = calibrate(runner, opts.ood_score, kind, val_images, cached_evaluation_set())
+    ev = c.get("evaluation_set", {})
+    log(f"[{kind}] ood threshold {c['threshold']:.4g}: flags {c['validation']['flag_rate']:.1%} of "
+        f"{c['validation']['n']} validation scans" + (f", {ev['flag_rate']:.1%} of the {ev['n']} OOD evaluation "
+                                                       f"images (AUROC {ev['auroc']:.3f})" if ev else ""))
+    return c
+
+
 def export_run(opts: ExportOptions, log=print) -> list[Path]:
     """Export the run's models; every file is checked before it appears. Returns the files written."""
     import numpy as np
 
     from brisc.export.loading import ExportInputError, check_images, load_trained
-    from brisc.export.onnx import export_onnx, metadata_props
+    from brisc.export import ood
+    from brisc.export.onnx import export_onnx, metadata_props, ort_runner, torch_outputs
+    from brisc.runfolder import RunFolder
     from brisc.export.quantize import QUANTIZATION, agreement, quantize_int8
     from brisc.export.torchscript import export_pt2, export_torchscript
     from brisc.export.wrapper import ExportWrapper, HeatmapSpec
@@ -95,19 +163,24 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
     from brisc.sidecar import write_sidecar
 
     kinds = _validate(opts)
+    trained = {kind: load_trained(opts.run, kind) for kind in kinds}  # every file read before anything is created
+    _claim_out(opts.out)
     paths = check_images(opts.run)
     if paths:
         images = np.stack([load(p) for p in paths])
     else:
         log("warning: the run's validation images are not reachable; checking on random inputs instead")
         images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 224, 224)).astype(np.float32)
+    images = check_set(images)
+    val_images = ood.load_images(RunFolder(opts.run).val_paths())[0] if opts.ood_score != "none" else None
     written: list[Path] = []
-    for kind in kinds:
-        tm = load_trained(opts.run, kind)
+    for kind, tm in trained.items():
         temperature = float(tm.config.get("temperature", tm.metrics.get("temperature", 1.0)))
-        spec = HeatmapSpec.parse(opts.heatmap)
+        spec = HeatmapSpec.parse(opts.heatmap or default_heatmap(tm))
+        head = ood_head(tm, opts, temperature, log)
         try:
-            wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention, heatmap=spec)
+            wrapper = ExportWrapper(tm.model, temperature=temperature, full_attention=opts.full_attention, heatmap=spec,
+                                    ood=head)
         except ValueError as e:
             raise ExportInputError(f"{kind}: {e}") from None
         card = model_card(tm, wrapper, spec, opts, temperature)
@@ -118,6 +191,8 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             check = export_torchscript(wrapper, path, images=images, metadata=card.to_json())
         else:
             check = export_pt2(wrapper, path, images=images, metadata=card.to_json())
+        runner = ort_runner(path) if opts.format == "onnx" else (lambda x, w=wrapper: torch_outputs(w, x))
+        card = replace(card, ood=calibrated(runner, opts, kind, val_images, log))
         write_sidecar(path, replace(card, self_check=check))
         written.append(path)
         worst = max(check["max_abs_diff"].values())
@@ -127,7 +202,8 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             qpath = opts.out / f"{kind}.int8.onnx"
             quantize_int8(path, qpath)
             q = agreement(path, qpath, images)
-            write_sidecar(qpath, replace(card, quantization={"type": QUANTIZATION, **q}))
+            qcard = replace(card, ood=calibrated(ort_runner(qpath), opts, kind, val_images, log))  # its own scores
+            write_sidecar(qpath, replace(qcard, quantization={"type": QUANTIZATION, **q}))
             written.append(qpath)
             log(f"[{kind}] {qpath} ({qpath.stat().st_size / 1e6:.1f} MB): top-1 agreement with fp32 "
                 f"{q['top1_agreement']:.3f}, heatmap correlation {q['heatmap_correlation']:.3f}"
@@ -145,27 +221,26 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
               help="Also write a dynamic-INT8 graph (weight MatMul/Gemm only; attention stays fp32).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 to 23).")
 @click.option("--full-attention", is_flag=True, help="Also output the full [B, L, H, 197, 197] attention stack.")
-@click.option("--heatmap", default="rollout", show_default=True,
+@click.option("--heatmap", default=None,
               help="The ViTs' recommended `heatmap` output: rollout, rollout:start=K, rollout:max, cls, cls:layer=K, "
-                   "cls:layer=K:max (layers from 1). The `rollout` output stays plain rollout.")
+                   "cls:layer=K:max (layers from 1) [default: the guided layer's [CLS] attention for a mask-guided "
+                   "ViT, rollout otherwise]. The `rollout` output stays plain rollout.")
+@click.option("--ood-score", default="mahalanobis", show_default=True,
+              type=click.Choice(["mahalanobis", "relative_mahalanobis", "energy", "max_logit", "max_probability", "none"]),
+              help="The graph's `ood_score` output (higher = less like the training scans); its threshold, set on "
+                   "validation to flag at most 5%, goes into the model card.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder, e.g. artifacts/export/NAME.")
-def main(run, models, fmt, quantize, opset, full_attention, heatmap, out) -> None:
+def main(run, models, fmt, quantize, opset, full_attention, heatmap, ood_score, out) -> None:
     """Export a brisc-train run's models with attention and heatmaps as named outputs, checked against PyTorch.
 
     Each file gets a JSON sidecar (<file>.json) that brisc-infer verifies. Research use only."""
-    from brisc.export.loading import ExportInputError
-    from brisc.export.onnx import ExportCheckError
+    from brisc.errors import one_line_errors
 
     opts = ExportOptions(run=run, out=out, models=tuple(m.strip() for m in models.split(",")) if models else None,
-                         format=fmt, quantize=quantize, opset=opset, full_attention=full_attention, heatmap=heatmap)
-    try:
+                         format=fmt, quantize=quantize, opset=opset, full_attention=full_attention, heatmap=heatmap,
+                         ood_score=ood_score)
+    with one_line_errors("brisc-export"):  # bad input (2), or a failed self-check (1): one line, nothing written
         export_run(opts)
-    except ExportInputError as e:
-        click.echo(f"brisc-export: error: {e}", err=True)
-        sys.exit(2)
-    except ExportCheckError as e:
-        click.echo(f"brisc-export: self-check failed, nothing written: {e}", err=True)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

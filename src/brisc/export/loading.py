@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from brisc.errors import BriscError
+
 from brisc.runfolder import RunFolder
 from brisc.train import checkpoint as ckpt
 
 
-class ExportInputError(Exception):
+class ExportInputError(BriscError):
     """Bad input to brisc-export: one line, exit 2."""
 
 
@@ -30,8 +32,21 @@ def load_trained(run: Path, kind: str) -> TrainedModel:
     if not rf.has_model(kind):
         have = rf.trained_kinds() if run.is_dir() else []
         raise ExportInputError(f"{run}: no trained '{kind}' model in this run (it has: {', '.join(have) or 'none'})")
-    weights, config, metrics = rf.weights(kind), rf.config(kind), rf.metrics(kind)
-    return TrainedModel(kind=kind, model=ckpt.load_model(run, kind), config=config, metrics=metrics, checkpoint=weights,
+    weights = rf.weights(kind)
+    try:
+        config = rf.config(kind)
+    except (OSError, ValueError) as e:
+        raise ExportInputError(f"{rf.config_path(kind)}: unreadable or torn config ({e}); retrain or restore it") from None
+    try:
+        metrics = rf.metrics(kind)
+    except (OSError, ValueError) as e:
+        raise ExportInputError(f"{rf.metrics_path(kind)}: unreadable or torn metrics ({e})") from None
+    try:
+        model = ckpt.load_model(run, kind)
+    except Exception as e:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
+        raise ExportInputError(f"{weights}: cannot load the trained weights ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:160] if str(e) else 'truncated or of another model'})") from None
+    return TrainedModel(kind=kind, model=model, config=config, metrics=metrics, checkpoint=weights,
                         checkpoint_sha256=ckpt.sha256_file(weights))
 
 

@@ -2,7 +2,8 @@
 
 Outputs (contract): logits [B, 4], probabilities [B, 4] (softmax of logits / temperature),
 heatmap [B, 14, 14] in [0, 1]; ViTs also attentions [B, L, H, 196] ([CLS] rows without [CLS]) and
-rollout [B, 14, 14]; with ``full_attention`` also attentions_full [B, L, H, 197, 197].
+rollout [B, 14, 14]; with ``full_attention`` also attentions_full [B, L, H, 197, 197]; last, with an
+``OODHead``, ood_score [B] (higher = less like the training scans, ``brisc.export.ood``).
 """
 
 from __future__ import annotations
@@ -100,16 +101,16 @@ def rollout_torch(atts: Sequence[torch.Tensor], grid: int, start_layer: int = 0,
     return _scale(v[:, 0, prefix:], grid, atts[0].dtype)  # the [CLS] row over the patches
 
 
-def output_names(model: nn.Module, full_attention: bool = False) -> list[str]:
+def output_names(model: nn.Module, full_attention: bool = False, ood: bool = False) -> list[str]:
     names = ["logits", "probabilities", "heatmap"]
     if model.has_attention:
         names += ["attentions", "rollout"] + (["attentions_full"] if full_attention else [])
-    return names
+    return names + (["ood_score"] if ood else [])
 
 
 class ExportWrapper(nn.Module):
     def __init__(self, model: nn.Module, *, temperature: float = 1.0, full_attention: bool = False,
-                 heatmap: HeatmapSpec = HeatmapSpec(), lean: bool = True):
+                 heatmap: HeatmapSpec = HeatmapSpec(), lean: bool = True, ood: nn.Module | None = None):
         """``lean`` (ViTs): compute only what the outputs need, laid out as the graph runs fastest: q, k, v
         head-major and, unless ``full_attention``, the last block for the prefix tokens only. Same numbers as
         ``lean=False``, the model's own attention path (the PyTorch baseline of benchmarks/export_speed.py)."""
@@ -127,7 +128,8 @@ class ExportWrapper(nn.Module):
             depth = model.depth
             if not (0 <= heatmap.start_layer < depth and -depth <= heatmap.layer < depth):
                 raise ValueError(f"--heatmap asks for a layer the model does not have (it has {depth})")
-        self.names = output_names(model, full_attention)
+        self.ood = ood  # brisc.export.ood.OODHead: (logits, features) -> ood_score
+        self.names = output_names(model, full_attention, ood is not None)
         cfg = model.config  # 14 for every brisc ViT (224 / 16); unused by the SAE
         self.grid = cfg.grid if self.vit else getattr(cfg, "image_size", 224) // getattr(cfg, "patch_size", 16)
         self.eval()
@@ -150,10 +152,13 @@ class ExportWrapper(nn.Module):
                 heat = rollout_torch(att, self.grid, h.start_layer, h.head_fusion, prefix=p)
             else:
                 heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion, prefix=p)
-            return (out.logits, probs, heat, cls, rollout, *extra)
-        logits = self.model(pixel_values).logits
-        probs = torch.softmax(logits / self.temperature, -1)
-        return (logits, probs, self.model.saliency(pixel_values, logits))
+            return (out.logits, probs, heat, cls, rollout, *extra) + self._ood(out)
+        out = self.model(pixel_values)
+        probs = torch.softmax(out.logits / self.temperature, -1)
+        return (out.logits, probs, self.model.saliency(pixel_values, out.logits)) + self._ood(out)
+
+    def _ood(self, out) -> tuple[torch.Tensor, ...]:
+        return () if self.ood is None else (self.ood(out.logits, out.features),)
 
 
 def heatmap_method(model: nn.Module, spec: HeatmapSpec = HeatmapSpec()) -> str:

@@ -21,9 +21,9 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--heatmaps", is_flag=True,
               help="Write heatmaps/<path>.jpg (the scan as the model saw it with the map on top, at most 256 px, ~10 KB), thumbnails/<path>.jpg and "
                    "index.html (a gallery to filter and sort).")
-@click.option("--panels", is_flag=True, help="With --heatmaps: also heatmaps/<path>.panel.png, scan | overlay with "
+@click.option("--panels", is_flag=True, help="Also heatmaps/<path>.panel.png (implies --heatmaps): scan | overlay with "
                                               "the prediction, true label, mask outline and legend (~210 KB a scan).")
-@click.option("--save-maps", is_flag=True, help="With --heatmaps: also the raw 14x14 map as heatmaps/<path>.npy.")
+@click.option("--save-maps", is_flag=True, help="Also the raw 14x14 map as heatmaps/<path>.npy (implies --heatmaps).")
 @click.option("--explain", type=click.Choice(INFER_EXPLAIN_CHOICES), default="auto", show_default=True,
               help="auto: the model's recommended `heatmap` output, named in its sidecar (the shipped model: the "
                    "mask-guided last layer's [CLS] attention; the SAE: saliency); rollout: plain attention rollout; "
@@ -35,6 +35,9 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--faithfulness", type=int, default=100, show_default=True,
               help="With --masks: deletion/insertion curves (RISE) for at most this many scans with a mask "
                    "(29 extra passes each); 0 turns them off.")
+@click.option("--ood-threshold", type=float, default=None,
+              help="Flag scans whose ood_score is above this as not like the training scans [default: the threshold "
+                   "in the model card, which flags at most 5% of its validation scans].")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads.")
@@ -46,8 +49,8 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heatmap opacity at the map's peak; it fades to clear where the map is low.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfulness, batch_size, threads, workers, device, recursive,
-         resume, overwrite, cmap, alpha, quiet) -> None:
+def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfulness, ood_threshold, batch_size, threads,
+         workers, device, recursive, resume, overwrite, cmap, alpha, quiet) -> None:
     """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
     no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
 
@@ -57,35 +60,29 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
     Exit codes: 0 all classified, 1 some files failed (see errors.csv), 2 usage or model error,
     3 nothing could be classified, 130/143 interrupted by Ctrl-C/SIGTERM (what was done is written).
     Research use only: not a medical device."""
+    from brisc.errors import one_line_errors
     from brisc.fsio import interrupted, raise_on_sigterm
     from brisc.inference.runner import InferOptions, run_inference
     from brisc.inference.session import InferenceError, open_session
 
     raise_on_sigterm()  # the batches already computed are written, then the run stops
-
-    if batch_size < 1 or workers < 1 or faithfulness < 0:
-        click.echo("brisc-infer: error: --batch-size and --workers must be >= 1, --faithfulness >= 0", err=True)
-        sys.exit(EXIT_USAGE)
-    if (panels or save_maps) and not heatmaps:
-        click.echo("brisc-infer: error: --panels and --save-maps add to --heatmaps: pass it too", err=True)
-        sys.exit(EXIT_USAGE)
-    if masks is not None and not masks.is_dir():
-        click.echo(f"brisc-infer: error: {masks}: masks folder not found", err=True)
-        sys.exit(EXIT_USAGE)
     try:
-        sess = open_session(model, device=device, threads=threads)
-        if not quiet:
-            click.echo(f"model {sess.path} ({sess.card.model_kind}), provider {sess.provider}", err=True)
-        opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, panels=panels, save_maps=save_maps,
-                            explain=explain, masks=masks,
-                            batch_size=batch_size, recursive=recursive, resume=resume, overwrite=overwrite,
-                            cmap=cmap, alpha=alpha, workers=workers, faithfulness=faithfulness)
-        s = run_inference(opts, sess, progress=not quiet)
-    except InferenceError as e:
-        click.echo(f"brisc-infer: error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+        with one_line_errors("brisc-infer"):  # usage or model error (2, nothing written); a full disk (1, rows kept)
+            if batch_size < 1 or workers < 1 or faithfulness < 0:
+                raise InferenceError("--batch-size and --workers must be >= 1, --faithfulness >= 0")
+            if masks is not None and not masks.is_dir():
+                raise InferenceError(f"{masks}: masks folder not found")
+            sess = open_session(model, device=device, threads=threads)
+            if not quiet:
+                click.echo(f"model {sess.path} ({sess.card.model_kind}), provider {sess.provider}", err=True)
+            opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps or panels or save_maps, panels=panels,
+                                save_maps=save_maps, explain=explain, masks=masks, batch_size=batch_size,
+                                recursive=recursive, resume=resume, overwrite=overwrite, cmap=cmap, alpha=alpha,
+                                workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold)
+            s = run_inference(opts, sess, progress=not quiet)
     except KeyboardInterrupt as e:
-        sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"))
+        sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"
+                             if out.is_dir() else "nothing was written yet"))
     if not quiet:
         for line in summary_lines(s, out):
             click.echo(line, err=True)
@@ -98,18 +95,40 @@ def summary_lines(s: dict, out: Path) -> list[str]:
     """The run's summary in plain words (the same figures as summary.json)."""
     per = ", ".join(f"{k} {v}" for k, v in s["predicted_per_class"].items())
     lines = [f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out}); predicted: {per}; "
-             f"{s['failures']} failed, {s['skipped_non_images']} non-images skipped; {s['img_per_s'] or 0:.1f} img/s"]
+             f"{s['failures']} failed, {s['skipped_non_images']} other files skipped; {s['img_per_s'] or 0:.1f} img/s"]
+    if s["skipped_non_images"]:
+        from brisc.inference.runner import skipped_text
+
+        lines.append("skipped (listed in skipped.csv): " + skipped_text([(k["path"], k["reason"]) for k in s["skipped"]]))
+    if s.get("duplicates_ignored"):
+        lines.append(f"{s['duplicates_ignored']} input(s) named a file already listed: each file is classified once")
+    o = s.get("ood", {})
+    if o.get("threshold") is not None or s.get("out_of_distribution"):
+        rule = (f"ood_score above {o['threshold']:.4g}, from the {o.get('threshold_from')}" if o.get("threshold") is not None
+                else "blank frames; this model has no ood_score")
+        lines.append(f"{s['out_of_distribution']} of {s['classified']} flagged as not like the training scans ({rule}): "
+                     "their class is not reliable")
     if "ground_truth" in s:
         g = s["ground_truth"]
         lines.append(f"true class known for {g['n']} (from file or folder names): accuracy {g['accuracy']:.3f}, "
                      f"macro-F1 {g['macro_f1']:.3f} over the {len(g['macro_f1_classes'])} classes present")
+        if "ground_truth_in_distribution" in s:
+            gi = s["ground_truth_in_distribution"]
+            lines.append(f"  over the {gi['n']} of them in distribution: accuracy {gi['accuracy']:.3f}, "
+                         f"macro-F1 {gi['macro_f1']:.3f}")
     if "masks" in s:
         m = s["masks"]
         lines.append(m["explanation"])
         if m["faithfulness_n"]:
-            lines.append(f"faithfulness on {m['faithfulness_n']} of them: deletion AUC {m['deletion_auc']:.3f} (lower: "
-                         f"hiding the map's top patches first hurts the prediction sooner), insertion AUC "
-                         f"{m['insertion_auc']:.3f} (higher is better)")
+            lines.append(f"faithfulness on {m['faithfulness_n']} of them: deletion AUC {m['deletion_auc']:.3f} against "
+                         f"{m['deletion_auc_random']:.3f} for a random patch order (lower: hiding the map's top patches "
+                         f"first hurts the prediction sooner), insertion AUC {m['insertion_auc']:.3f} against "
+                         f"{m['insertion_auc_random']:.3f} (higher is better)")
+            for c, f in m["faithfulness_per_class"].items():
+                lines.append(f"  {c} ({f['n']}): deletion {f['deletion_auc']:.3f} (random {f['deletion_auc_random']:.3f}), "
+                             f"insertion {f['insertion_auc']:.3f} (random {f['insertion_auc_random']:.3f})")
+    lines.append(f"results in {out}: predictions.csv, summary.json, errors.csv"
+                 + (", index.html (open it in a browser)" if s.get("gallery") else ""))
     lines.append("research use only: not a medical device")
     return lines
 

@@ -30,6 +30,8 @@ table { border-collapse: collapse; } td, th { border-bottom: 1px solid #ddd; pad
 th { background: #f4f4f4; }
 #rows img { width: 128px; height: 128px; object-fit: contain; background: #000; display: block; }
 #rows tr.wrong td { background: #fdecea; }
+.badge { display: inline-block; margin-top: .3em; padding: 1px 6px; border-radius: 3px; background: #b00020;
+         color: #fff; font-size: .85em; }
 #confusion td { text-align: right; cursor: pointer; min-width: 3em; } #confusion td.diag { font-weight: bold; }
 #confusion td:hover { outline: 2px solid #3b7dd8; }
 .pager button { margin: 0 .3em; } .muted { color: #666; }
@@ -47,6 +49,8 @@ __CONFUSION__
  <label>probability <input type="number" id="pmin" min="0" max="1" step="0.05" value="0"> to
    <input type="number" id="pmax" min="0" max="1" step="0.05" value="1"></label>
  <label id="misslabel"><input type="checkbox" id="miss"> pointing-game misses only</label>
+ <label id="oodlabel">training-likeness <select id="ood"><option value="">any</option>
+  <option value="in">like the training scans</option><option value="out">not like the training scans</option></select></label>
  <label>sort <select id="sort">
   <option value="probability:1">probability, highest first</option>
   <option value="probability:-1">probability, lowest first</option>
@@ -74,11 +78,12 @@ if (!D.masks) { document.querySelectorAll(".maskcol").forEach(e => e.remove()); 
 function el(tag, text) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; }
 function apply() {
   const wrong = $("wrong").checked, pred = $("pred").value, truth = $("truth").value;
-  const lo = +$("pmin").value, hi = +$("pmax").value, miss = D.masks && $("miss").checked;
+  const lo = +$("pmin").value, hi = +$("pmax").value, miss = D.masks && $("miss").checked, ood = $("ood").value;
   const [key, dir] = $("sort").value.split(":");
   shown = D.rows.filter(r => (!wrong || r[C.correct] === false) && (!pred || r[C.predicted] === pred)
     && (!truth || r[C.truth] === truth) && r[C.probability] >= lo && r[C.probability] <= hi
-    && (!miss || r[C.pointing] === false));
+    && (!miss || r[C.pointing] === false)
+    && (!ood || (ood === "out" ? r[C.ood] === false : r[C.ood] === true)));
   const k = C[key], nulls = dir > 0 ? -Infinity : Infinity;
   shown.sort((a, b) => { const x = a[k] ?? nulls, y = b[k] ?? nulls;
     return (typeof x === "string" ? x.localeCompare(y) : (x > y) - (x < y)) * -dir; });
@@ -95,8 +100,10 @@ function draw() {
     img.loading = "lazy"; img.alt = "overlay"; img.src = r[C.thumbnail] || r[C.heatmap] || "";
     a.href = r[C.panel] || r[C.heatmap] || ""; a.append(img);
     const td = el("td"); td.append(a); tr.append(td);
-    tr.append(el("td", r[C.path]), el("td", r[C.predicted]), el("td", r[C.probability].toFixed(3)),
-              el("td", r[C.truth] ?? ""));
+    const predicted = el("td", r[C.predicted]);
+    if (r[C.ood] === false) { const b = el("div", "not like the training scans: the class is not reliable");
+                              b.className = "badge"; predicted.append(b); }
+    tr.append(el("td", r[C.path]), predicted, el("td", r[C.probability].toFixed(3)), el("td", r[C.truth] ?? ""));
     if (D.masks) tr.append(el("td", r[C.pointing] === null ? "" : r[C.pointing] ? "hit" : "miss"),
                            el("td", r[C.energy] === null ? "" : r[C.energy].toFixed(3)));
     body.append(tr);
@@ -113,6 +120,8 @@ document.querySelectorAll("#controls input, #controls select").forEach(e => e.ad
 document.querySelectorAll("#confusion td[data-t]").forEach(td => td.addEventListener("click", () => {
   $("truth").value = td.dataset.t; $("pred").value = td.dataset.p; $("wrong").checked = false; apply(); }));
 if (location.hash === "#wrong-only") $("wrong").checked = true;  // index.html#wrong-only opens on the mistakes
+if (location.hash === "#ood-only") $("ood").value = "out";  // index.html#ood-only: the scans not like the training ones
+if (!D.rows.some(r => r[C.ood] === false)) $("oodlabel").title = "no scan of this run was flagged";
 apply();
 // How long the page took, read back by benchmarks/gallery_load.py in a headless browser.
 document.documentElement.dataset.drawnMs = Math.round(performance.now());
@@ -151,7 +160,8 @@ def confusion_html(confusion: list[list[int]], classes: list[str]) -> str:
 
 def gallery_rows(rows: list[dict]) -> dict:
     """The gallery's data: column names once, then one short array per scan with a heatmap."""
-    columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "thumbnail", "heatmap", "panel"]
+    columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "thumbnail", "heatmap", "panel",
+               "ood"]
     out = []
     for r in rows:
         if not r.get("heatmap"):
@@ -159,7 +169,7 @@ def gallery_rows(rows: list[dict]) -> dict:
         label = printable(r["path"]) + ("" if r["frame"] is None else f" (frame {r['frame']})")
         out.append([label, r["predicted"], round(r["probability"], 4), r["true_label"], r["correct"],
                     r.get("pointing_hit"), None if r.get("energy_in_mask") is None else round(r["energy_in_mask"], 4),
-                    _link(r.get("thumbnail")), _link(r["heatmap"]), _link(r.get("panel"))])
+                    _link(r.get("thumbnail")), _link(r["heatmap"]), _link(r.get("panel")), r.get("in_distribution")])
     return {"columns": columns, "rows": out}
 
 

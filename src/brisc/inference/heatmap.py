@@ -97,9 +97,12 @@ def outline(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
     return ImageChops.subtract(m, inner)
 
 
+OOD_BADGE = "not like the training scans: the class is not reliable"
+
+
 def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float, method: str,
           truth: str | None = None, mask: np.ndarray | None = None, cmap: str = "viridis",
-          side: int = 448) -> Image.Image:
+          side: int = 448, in_distribution: bool | None = None) -> Image.Image:
     """Scan | overlay side by side at the scan's aspect ratio, with the prediction, the true label when
     known, the tumour mask outlined when given, a colour bar and a legend saying the map is scaled per scan."""
     h = side
@@ -122,8 +125,11 @@ def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float,
     if truth:
         verdict = "   correct" if truth == label else f"   WRONG (true: {truth})"
     d.text((pad, 8), f"predicted {label}  p={probability:.3f}{verdict}", fill=(0, 0, 0), font=big)
-    d.text((pad, 36), f"map: {method}" + ("   white outline: tumour mask" if mask is not None else ""),
-           fill=(60, 60, 60), font=small)
+    if in_distribution is False:  # said before anything else about the map: the class itself is not reliable
+        d.text((pad, 36), OOD_BADGE, fill=(180, 0, 0), font=small)
+    else:
+        d.text((pad, 36), f"map: {method}" + ("   white outline: tumour mask" if mask is not None else ""),
+               fill=(60, 60, 60), font=small)
     x = 3 * pad + 2 * w + bar_w + 4
     d.text((x, head), "max", fill=(0, 0, 0), font=small)
     d.text((x, head + h - 16), "min", fill=(0, 0, 0), font=small)

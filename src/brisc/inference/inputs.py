@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brisc.data import canonical_class, parse_brisc_name
-from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, dicom_frames, is_dicom,
-                           load_keeping_image)
+from brisc.data import label_from_path
+from brisc.fsio import walk_files
+from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, image_frames, image_size,
+                           is_dicom, load_keeping_image)
 from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
 from brisc.inference.session import InferenceError
 
@@ -26,7 +27,7 @@ from brisc.inference.session import InferenceError
 class Item:
     path: Path  # the file on disk
     rel: str  # relative to the input root given on the command line (posix separators)
-    frame: int | None = None  # DICOM frame, for multi-frame files
+    frame: int | None = None  # DICOM frame, TIFF page or GIF/WebP frame, for files with several
 
     @property
     def key(self) -> str:
@@ -42,12 +43,24 @@ def item_key(rel: str, frame: int | None) -> str:
 class Collected:
     items: list[Item] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (rel path, reason)
-    skipped_non_images: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (rel path, reason): not images, links into --out...
+    duplicates: int = 0  # inputs that named a file already listed (by resolved path)
+    root: str = ""  # the folder the relative paths start from
+
+    @property
+    def skipped_non_images(self) -> int:
+        return len(self.skipped)
 
 
-def _looks_like_image(p: Path) -> bool:
+def text_name(name: str) -> str:
+    """A file name as text that any UTF-8 writer takes: bytes that are not UTF-8 (os.fsdecode's surrogates) are
+    written as \\xNN, the same for the same file every time."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _suffix_says_image(p: Path) -> bool:
     suf = p.suffix.lower()
-    return suf in IMAGE_SUFFIXES or suf in DICOM_SUFFIXES or (suf == "" and is_dicom(p))
+    return suf in IMAGE_SUFFIXES or suf in DICOM_SUFFIXES
 
 
 def common_root(inputs: list[str | os.PathLike]) -> str:
@@ -56,85 +69,97 @@ def common_root(inputs: list[str | os.PathLike]) -> str:
     return os.path.commonpath(bases) if bases else os.getcwd()
 
 
-def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Path | None = None) -> Collected:
-    """Expand files and folders into items (one per DICOM frame). Non-images are counted and skipped;
-    broken links, looping links, unreadable entries and unreadable DICOM headers become error rows.
+def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Path | None = None,
+            root: str | None = None) -> Collected:
+    """Expand files and folders into items (one per DICOM frame, TIFF page or GIF/WebP frame).
 
-    Paths are relative to the deepest folder that holds every input (the input itself for one folder), so
-    the same file name under two inputs stays two names ("a/x.jpg", "b/x.jpg"). ``skip`` (the --out folder)
-    and any other brisc-infer output folder are never read as input."""
+    Only regular files are read (links followed); anything else, and every non-image, is listed in ``skipped``
+    with its reason. Broken or looping links, unreadable files and folders and unreadable DICOM headers become
+    error rows. A file named twice (two inputs, or a folder and a file inside it) is listed once, by resolved
+    path. Symlinked folders are followed, each real folder once. ``skip`` (the --out folder), anything that
+    resolves into it, and any other brisc-infer output folder are never read as input.
+
+    Paths are relative to ``root`` (default: the deepest folder that holds every input), so the same file name
+    under two inputs stays two names ("a/x.jpg", "b/x.jpg"); a resumed run passes the root it started from, so
+    every file keeps its name."""
     from brisc.inference.outdir import is_brisc_output
 
-    col = Collected()
-    seen: set[str] = set()
-    skip_resolved = skip.resolve() if skip is not None else None
+    col = Collected(root=root or common_root(list(inputs)))
+    seen_rel: set[str] = set()
+    seen_real: set[str] = set()
+    skip_real = os.path.realpath(skip) if skip is not None else None
 
-    def skipped(d: Path) -> bool:
-        return (skip_resolved is not None and d.resolve() == skip_resolved) or is_brisc_output(d)
-
-    def add(path: Path, rel: str) -> None:
-        if rel in seen:  # the same relative name under two inputs: keep both, distinguishable
-            n = 2
-            while f"{rel}~{n}" in seen:
-                n += 1
-            rel = f"{rel}~{n}"
-        seen.add(rel)
-        try:
-            st = path.stat()
-        except OSError as e:
-            col.errors.append((rel, f"cannot stat ({'symlink loop or broken link' if path.is_symlink() else e.strerror})"))
-            return
-        if not stat.S_ISREG(st.st_mode):
-            if _looks_like_image(path):
-                col.errors.append((rel, "not a regular file"))
-            else:
-                col.skipped_non_images += 1
-            return
-        if not os.access(path, os.R_OK):
-            col.errors.append((rel, "permission denied"))
-            return
-        if not _looks_like_image(path):
-            col.skipped_non_images += 1
-            return
-        if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
-            try:
-                n = dicom_frames(path)
-            except ImageLoadError as e:
-                col.errors.append((rel, e.reason))
-                return
-            if n > 1:
-                col.items.extend(Item(path, rel, k) for k in range(n))
-                return
-        col.items.append(Item(path, rel))
-
-    base = common_root(list(inputs))
+    def inside_out(real: str) -> bool:
+        return skip_real is not None and (real == skip_real or real.startswith(skip_real + os.sep))
 
     def rel(p: str | os.PathLike) -> str:
-        return Path(os.path.relpath(os.path.abspath(p), base)).as_posix()
+        return text_name(Path(os.path.relpath(os.path.abspath(p), col.root)).as_posix())
+
+    def add(path: Path) -> None:
+        name = rel(path)
+        try:
+            st = path.stat()
+        except PermissionError:
+            col.errors.append((name, "permission denied"))
+            return
+        except OSError as e:
+            col.errors.append((name, f"cannot stat ({'symlink loop or broken link' if path.is_symlink() else e.strerror})"))
+            return
+        real = os.path.realpath(path)
+        if inside_out(real):
+            col.skipped.append((name, "inside --out (brisc-infer never reads its own outputs)"))
+            return
+        if real in seen_real:
+            col.duplicates += 1
+            return
+        seen_real.add(real)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader, a device never ends: never opened
+            (col.errors if _suffix_says_image(path) else col.skipped).append((name, "not a regular file"))
+            return
+        if not os.access(path, os.R_OK):
+            col.errors.append((name, "permission denied"))
+            return
+        if not (_suffix_says_image(path) or (path.suffix == "" and is_dicom(path))):
+            col.skipped.append((name, f"not an image ({path.suffix or 'no extension'})"))
+            return
+        if name in seen_rel:  # the same relative name under two inputs: keep both, distinguishable
+            n = 2
+            while f"{name}~{n}" in seen_rel:
+                n += 1
+            name = f"{name}~{n}"
+        seen_rel.add(name)
+        try:
+            n = image_frames(path)
+        except ImageLoadError as e:
+            col.errors.append((name, e.reason))
+            return
+        col.items.extend(Item(path, name, k) for k in range(n)) if n > 1 else col.items.append(Item(path, name))
+
+    def prune(folder: Path) -> bool:
+        return inside_out(os.path.realpath(folder)) or is_brisc_output(folder)
+
+    def cannot_list(folder: Path, e: OSError) -> None:
+        col.errors.append((rel(folder), f"cannot list folder ({e.strerror})"))
 
     for inp in inputs:
-        root = Path(inp)
-        if root.is_dir():
-            if skipped(root):
-                continue
-            walker = os.walk(root, onerror=lambda e: col.errors.append((rel(e.filename), f"cannot list folder ({e.strerror})")))
-            for dirpath, dirnames, filenames in walker:
-                dirnames[:] = [] if not recursive else sorted(d for d in dirnames if not skipped(Path(dirpath) / d))
-                for name in sorted(filenames):
-                    add(Path(dirpath) / name, rel(Path(dirpath) / name))
-        elif root.exists() or root.is_symlink():
-            add(root, rel(root))
+        p = Path(inp)
+        try:
+            is_dir = p.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            for f in walk_files(p, recursive=recursive, prune=prune, onerror=cannot_list):
+                add(f)
+        elif p.exists() or p.is_symlink():
+            add(p)
         else:
-            col.errors.append((str(inp), "no such file or folder"))
+            col.errors.append((text_name(str(inp)), "no such file or folder"))
     return col
 
 
 def ground_truth(item: Item) -> str | None:
     """From a BRISC file name, else from the parent folder's name (any class alias)."""
-    parsed = parse_brisc_name(item.path.name)
-    if parsed:
-        return parsed.label
-    return canonical_class(item.path.parent.name)
+    return label_from_path(item.path)
 
 
 def check_inputs(inputs: tuple[str, ...], out: Path) -> None:
@@ -154,6 +179,8 @@ class Decoded:
     display: object = None  # PIL image of the scan for overlays
     sha256: str | None = None
     error: str | None = None
+    blank: bool = False  # every pixel the same value: classified, and always flagged out of distribution
+    size: tuple[int, int] | None = None  # the scan's own (width, height), that a mask must match
 
 
 def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
@@ -163,14 +190,12 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
         data_hash = hashlib.sha256(item.path.read_bytes()).hexdigest()
         frame = item.frame or 0
         x, img = load_keeping_image(item.path, frame=frame, prep=prep)
-        if x.min() == x.max():  # a model answers anything, confidently, for an empty frame: refuse it by name
-            return Decoded(item, error="blank image (every pixel the same value): nothing to classify")
         disp = None
         if display == "overlay":
             disp = fit(img, OVERLAY_MAX)
         elif display == "panel":
             disp = fit(decode(item.path, frame=frame, size=None), PANEL_MAX)
-        return Decoded(item, x, disp, data_hash)
+        return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()), size=image_size(item.path, frame))
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)
     except OSError as e:

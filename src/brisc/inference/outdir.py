@@ -23,13 +23,19 @@ from brisc.inference.session import InferenceError
 
 MARKER = ".brisc-infer"
 LOCK = ".brisc-infer.lock"
+# The output folder's contract: every file and folder brisc-infer writes under --out (and --overwrite removes).
+PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV = ("predictions.jsonl", "predictions.csv", "errors.csv",
+                                                               "skipped.csv")
+SUMMARY_JSON, GALLERY_HTML = "summary.json", "index.html"
+OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMARY_JSON, GALLERY_HTML)
+OWN_FOLDERS = ("heatmaps", "thumbnails")
 
 
 def is_brisc_output(folder: Path) -> bool:
     """The marker, or (outputs of brisc-infer versions before the marker) a predictions.jsonl of brisc rows."""
-    if (folder / MARKER).is_file():
-        return True
     try:
+        if (folder / MARKER).is_file():
+            return True
         with open(folder / "predictions.jsonl", encoding="utf-8") as f:
             return "model_sha256" in json.loads(f.readline())
     except (OSError, ValueError, TypeError):
@@ -58,11 +64,47 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
                              "--overwrite to start over")
 
 
-class OutLock:
-    """Create/claim ``out`` and hold its lock for the run (a context manager)."""
+def marker(out: Path) -> dict:
+    """The marker's record ({} when absent or unreadable): when the folder was claimed, and the input root."""
+    try:
+        d = json.loads((out / MARKER).read_text(encoding="utf-8"))
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
-    def __init__(self, out: Path):
-        self.out = out
+
+def previous_rows_model(out: Path) -> tuple[str | None, str | None]:
+    """(model_sha256, explain) of the first row already in ``out`` (None, None without one)."""
+    try:
+        with open(out / PREDICTIONS_JSONL, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    return row.get("model_sha256"), row.get("explain")
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return None, None
+
+
+def clear_outputs(out: Path) -> None:
+    """--overwrite: remove brisc-infer's own files and folders (``OWN_FILES``, ``OWN_FOLDERS``), nothing else."""
+    import shutil
+
+    for name in OWN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in OWN_FOLDERS:
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
+
+
+class OutLock:
+    """Create/claim ``out`` and hold its lock for the run (a context manager). ``root`` (the input root) goes
+    into a new marker; ``overwrite`` clears the earlier run's outputs once the lock is held."""
+
+    def __init__(self, out: Path, *, root: str = "", overwrite: bool = False):
+        self.out, self.root, self.overwrite = out, root, overwrite
         self._fd: int | None = None
 
     def __enter__(self) -> "OutLock":
@@ -82,9 +124,12 @@ class OutLock:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         try:
-            if not is_brisc_output(self.out):
+            if self.overwrite:
+                clear_outputs(self.out)
+            if self.overwrite or not is_brisc_output(self.out) or "root" not in marker(self.out):
                 (self.out / MARKER).write_text(json.dumps(
-                    {"tool": "brisc-infer", "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n")
+                    {"tool": "brisc-infer", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "root": self.root}) + "\n")
             remove_stale_temporaries(self.out)
         except OSError as e:
             self.__exit__()

@@ -6,6 +6,7 @@ Every file appears under its final name only when complete (``brisc.fsio.atomic_
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from brisc import CLASSES
 from brisc.fsio import atomic_path
 from brisc.inference.heatmap import JPEG_QUALITY, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
+from brisc.inference.outdir import ERRORS_CSV, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV
 
 if TYPE_CHECKING:
     from brisc.inference.runner import InferOptions
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
 
 # The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
 ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
-              "true_label", "correct", "explain", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
-              "deletion_auc", "insertion_auc", "heatmap", "thumbnail", "panel", "map",
+              "ood_score", "in_distribution", "true_label", "correct", "explain", "mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
+              "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map",
               "model", "model_sha256", "provider", "input_sha256", "time"]
 
 
@@ -59,19 +61,18 @@ class Writer:
     def __init__(self, out: Path, *, resume: bool):
         self.out = out
         self.done: dict[str, dict] = {}
-        jl = out / "predictions.jsonl"
+        jl = out / PREDICTIONS_JSONL
         if resume and jl.exists():
             self._read(jl)
         else:
             with atomic_path(jl) as tmp:
                 tmp.write_bytes(b"")
         self._rewrite(record=False)
-        with atomic_path(out / "errors.csv") as tmp:  # this run's errors: failed files are retried
+        with atomic_path(out / ERRORS_CSV) as tmp:  # this run's errors: failed files are retried
             tmp.write_text("path,reason\n", encoding="utf-8")
         self.jsonl = open(jl, "a", encoding="utf-8")
-        self.csv_file = open(out / "predictions.csv", "a", newline="", encoding="utf-8")
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=ROW_FIELDS)
-        self.err_file = open(out / "errors.csv", "a", newline="", encoding="utf-8")
+        self.csv_file = open(out / PREDICTIONS_CSV, "a", newline="", encoding="utf-8")
+        self.err_file = open(out / ERRORS_CSV, "a", newline="", encoding="utf-8")
         self.err = csv.writer(self.err_file)
 
     def _read(self, jl: Path) -> None:
@@ -89,28 +90,50 @@ class Writer:
         if end < len(data):
             os.truncate(jl, end)
 
-    def _csv_row(self, r: dict) -> dict:
-        return {k: r.get(k) for k in ROW_FIELDS} | {f"p_{c}": r["probabilities"][c] for c in r["probabilities"]}
+    @staticmethod
+    def _csv_row(r: dict) -> dict:
+        flag = r.get("in_distribution")
+        return ({k: r.get(k) for k in ROW_FIELDS} | {f"p_{c}": r["probabilities"][c] for c in r["probabilities"]}
+                | {"in_distribution": "" if flag is None else str(bool(flag)).lower(), "path": spreadsheet_safe(r["path"]),
+                   "mask": spreadsheet_safe(r.get("mask"))})
 
     def _rewrite(self, *, record: bool) -> None:
         """predictions.csv (and, with ``record``, predictions.jsonl) written whole from the rows kept."""
         if record:
-            with atomic_path(self.out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+            with atomic_path(self.out / PREDICTIONS_JSONL) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values())
-        with atomic_path(self.out / "predictions.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(self.out / PREDICTIONS_CSV) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
             w.writeheader()
             w.writerows(self._csv_row(r) for r in self.done.values())
 
     def add(self, rows: list[dict]) -> None:
+        """Append one batch's rows to both tables as one write each; if the disk fills part-way, both files are cut
+        back to where the batch began (ftruncate needs no space), so no row is ever torn, and the error goes up."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=ROW_FIELDS).writerows(self._csv_row(r) for r in rows)
+        ends = [f.tell() for f in (self.jsonl, self.csv_file)]
+        try:
+            for f, t in ((self.jsonl, text), (self.csv_file, buf.getvalue())):
+                f.write(t)
+            self.flush()
+        except OSError:
+            for f, end in zip((self.jsonl, self.csv_file), ends):
+                _cut(f, end)
+            raise
         for r in rows:
-            self.jsonl.write(json.dumps(r, ensure_ascii=False) + "\n")
-            self.csv.writerow(self._csv_row(r))
             self.done[item_key(r["path"], r["frame"])] = r
-        self.flush()
+
+    def skipped(self, skipped: list[tuple[str, str]]) -> None:
+        """skipped.csv: this run's files that are not images (or not regular files, or links into --out), by name."""
+        with atomic_path(self.out / SKIPPED_CSV) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "reason"])
+            w.writerows([spreadsheet_safe(p), r] for p, r in skipped)
 
     def error(self, rel: str, reason: str) -> None:
-        self.err.writerow([rel, reason])
+        self.err.writerow([spreadsheet_safe(rel), reason])
         self.err_file.flush()
 
     def flush(self) -> None:
@@ -118,11 +141,35 @@ class Writer:
             f.flush()
             os.fsync(f.fileno())
 
-    def close(self) -> None:
-        """Close, then rewrite the tables with one row per item (a redone item keeps its newest row)."""
+    def close(self, rewrite: bool = True) -> None:
+        """Close, then rewrite the tables with one row per item (a redone item keeps its newest row); a run that
+        filled the disk keeps the appended tables as they are (whole rows only)."""
         for f in (self.jsonl, self.csv_file, self.err_file):
-            f.close()
-        self._rewrite(record=True)
+            try:
+                f.close()
+            except OSError:  # a full disk fails the final flush of a file already cut back to whole rows
+                pass
+        if rewrite:
+            self._rewrite(record=True)
+
+
+def _cut(f, end: int) -> None:
+    """Drop what a failed write left after ``end`` (the buffer too: closing must not write it again)."""
+    try:
+        f.flush()
+    except OSError:
+        pass
+    os.ftruncate(f.fileno(), end)
+    f.seek(end)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: what a spreadsheet may run as a formula
+
+
+def spreadsheet_safe(text: str | None) -> str | None:
+    """A name for a CSV cell: one a spreadsheet would run as a formula gets a leading apostrophe (predictions.jsonl
+    keeps the exact name)."""
+    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_START) else text
 
 
 def heatmap_paths(out: Path, it: Item) -> dict[str, Path]:
@@ -145,7 +192,7 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
         _atomic_save(fit(ov, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
         if opts.panels:
             pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
-                       truth=row["true_label"], mask=mask, cmap=opts.cmap)
+                       truth=row["true_label"], mask=mask, cmap=opts.cmap, in_distribution=row.get("in_distribution"))
             _atomic_save(pn, paths["panel"], "PNG", compress_level=1)
         if opts.save_maps:
             _atomic_npy(np.asarray(m, np.float32), paths["map"])

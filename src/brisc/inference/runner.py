@@ -9,18 +9,25 @@ killed run rerun ends with every item exactly once.
 from __future__ import annotations
 
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import errno
+import os
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from brisc.data import load_mask
-from brisc.faithfulness import auc, perturbation_curves
+from brisc.faithfulness import auc, perturbation_curves, random_maps
 from brisc.fsio import write_json_atomic
+from brisc.errors import OutOfSpaceError
 from brisc.inference.heatmap import occlusion_maps
 from brisc.inference.inputs import Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, prefetch
+from brisc.inference.outdir import SUMMARY_JSON
+from brisc.inference.plan import (check_resume, faithfulness_keys, file_sha256, in_distribution, ood_threshold,
+                                  skipped_text)
 from brisc.inference.outputs import Writer, render
 from brisc.inference.session import InferenceError, ModelSession
 from brisc.inference.summary import summarise
@@ -45,6 +52,7 @@ class InferOptions:
     alpha: float = 0.6  # the overlay's opacity at the map's peak (it fades to clear where the map is low)
     workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
     faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
+    ood_threshold: float | None = None  # flag scans with ood_score above it; None: the model card's threshold
 
 
 def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
@@ -65,15 +73,25 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
     """Classify every item; returns summary.json's content (also written). Refusals (InferenceError) touch nothing."""
     from brisc.inference.outdir import OutLock, check_out
 
+    opts = replace(opts, out=Path(os.path.realpath(opts.out)))  # "ghost/../o" is o: every check sees the real folder
     check_out(opts.out, resume=opts.resume, overwrite=opts.overwrite)
     check_inputs(opts.inputs, opts.out)
     method = explain_method(opts, sess)
-    col = collect(list(opts.inputs), recursive=opts.recursive, skip=opts.out)
+    root = check_resume(opts, sess, method) if opts.resume else None
+    col = collect(list(opts.inputs), recursive=opts.recursive, skip=opts.out, root=root)
     if not col.items and not col.errors:
         raise InferenceError(f"no images found under {', '.join(opts.inputs)}"
-                             + (f" ({col.skipped_non_images} other files skipped)" if col.skipped_non_images else ""))
-    with OutLock(opts.out):
+                             + (f" ({len(col.skipped)} other files skipped: {skipped_text(col.skipped)})"
+                                if col.skipped else ""))
+    if opts.masks is not None and not any((opts.masks / (Path(it.rel).stem + ".png")).is_file() for it in col.items):
+        raise InferenceError(f"--masks {opts.masks}: no mask there matches a scan (a mask is <scan name>.png, e.g. "
+                             f"{Path(col.items[0].rel).stem + '.png' if col.items else 'scan.png'}): is it the folder "
+                             "that holds the masks themselves?")
+    with OutLock(opts.out, root=col.root, overwrite=opts.overwrite):
         return BatchRun(opts, sess, method, col).run(progress=progress)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class BatchRun:
@@ -89,16 +107,24 @@ class BatchRun:
         self.writer = Writer(opts.out, resume=opts.resume)
         for rel, reason in col.errors:
             self.writer.error(rel, reason)
+        self.writer.skipped(col.skipped)
         self.failures = len(col.errors)
-        self.todo = [it for it in col.items if self._needs_work(self.writer.done.get(it.key))]
+        self.todo = [it for it in col.items if self._needs_work(it, self.writer.done.get(it.key))]
         self.pending: list[tuple[list[dict], list]] = []
         self.model_seconds, self.new = 0.0, 0
-        self.faithfulness_left = opts.faithfulness if opts.masks is not None else 0
+        self.faithful = faithfulness_keys(self.todo, opts) if method is not None else set()
         self.render_pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
+        self.threshold = ood_threshold(opts, sess)
 
-    def _needs_work(self, row: dict | None) -> bool:
-        """Not classified yet, or classified without the heatmap this run asks for (resume with --heatmaps added)."""
-        return row is None or (self.opts.heatmaps and self.method is not None and not row.get("heatmap"))
+    def _needs_work(self, it: Item, row: dict | None) -> bool:
+        """Not classified yet, classified without the heatmap this run asks for (resume with --heatmaps added) or
+        the panel (--panels added), or the file changed since its row was written (its sha256 differs)."""
+        if row is None:
+            return True
+        if self.opts.heatmaps and self.method is not None and (not row.get("heatmap") or
+                                                                (self.opts.panels and not row.get("panel"))):
+            return True
+        return file_sha256(it.path) != row.get("input_sha256")
 
     def run(self, *, progress: bool) -> dict:
         from tqdm import tqdm
@@ -108,7 +134,7 @@ class BatchRun:
         display = None if not (self.opts.heatmaps and self.method is not None) else \
             ("panel" if self.opts.panels else "overlay")
         batch: list[Decoded] = []
-        interrupted = None
+        interrupted, full = None, None
         try:
             for d in prefetch(self.todo, lambda i: decode_item(i, self.sess.prep, display), workers=self.opts.workers,
                               depth=2 * self.opts.batch_size):
@@ -123,15 +149,28 @@ class BatchRun:
                     bar.update(len(batch))
                     batch = []
             self._run_batch(batch)
+            bar.update(len(batch))
         except KeyboardInterrupt as e:  # the batch being decoded is dropped; computed ones are written below
             interrupted = e
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            full = e
         finally:
             try:
-                self._finish(keep=0)
+                if full is None:
+                    self._finish(keep=0)
+            except OSError as e:
+                if e.errno not in DISK_FULL:
+                    raise
+                full = e
             finally:
                 self.render_pool.shutdown(wait=True)
                 bar.close()
-                self.writer.close()
+                self.writer.close(rewrite=full is None)
+        if full is not None:
+            raise OutOfSpaceError(f"{self.out}: no space left on the device ({full.strerror}); the {len(self.writer.done)} "
+                                  "complete rows are kept and none is torn: free some space and continue with --resume")
         summary = self._summary(time.perf_counter() - t0, interrupted)
         if interrupted is not None:
             raise interrupted
@@ -146,14 +185,15 @@ class BatchRun:
         self.model_seconds += time.perf_counter() - t
         probs = res["probabilities"]
         pred = probs.argmax(1)
+        ood = res.get("ood_score")
         maps = self._maps(res, x, pred, probs)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows, renders = [], []
         for k, d in enumerate(batch):
-            row = self._row(d, probs[k], now)
+            row = self._row(d, probs[k], now, None if ood is None else float(ood[k]))
             mask = None
             if maps is not None and self.opts.masks is not None:
-                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]))
+                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]), d.size)
             if maps is not None and self.opts.heatmaps:
                 row["heatmap"] = "pending"
                 renders.append(self.render_pool.submit(render, self.out, d.item, d.display, maps[k], row, self.method,
@@ -178,36 +218,52 @@ class BatchRun:
     def _predict(self, images: np.ndarray) -> np.ndarray:
         return self.sess.run(images, ["probabilities"])["probabilities"]
 
-    def _row(self, d: Decoded, p: np.ndarray, now: str) -> dict:
+    def _row(self, d: Decoded, p: np.ndarray, now: str, ood_score: float | None) -> dict:
         classes, it = self.sess.classes, d.item
         k = int(p.argmax())
         truth = ground_truth(it)
         return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": float(p[k]),
                 "probabilities": {c: float(p[j]) for j, c in enumerate(classes)},
+                "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, blank=d.blank),
                 "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
-                "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
-                "insertion_auc": None, "heatmap": None, "thumbnail": None, "panel": None, "map": None,
+                "mask": None, "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
+                "insertion_auc": None, "deletion_auc_random": None, "insertion_auc_random": None, "heatmap": None, "thumbnail": None, "panel": None, "map": None,
                 "model": self.sess.name,
                 "model_sha256": self.sess.card.model_sha256, "provider": self.sess.provider,
                 "input_sha256": d.sha256, "time": now}
 
-    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int) -> np.ndarray | None:
+    def _mask_error(self, it: Item, mp: Path, reason: str) -> None:
+        self.failures += 1
+        self.writer.error(it.key, f"{mp}: {reason}; the scan is classified without mask figures")
+        return None
+
+    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int,
+               size: tuple[int, int] | None = None) -> np.ndarray | None:
         """Pointing game and energy against the scan's mask; deletion/insertion AUC for the first
         ``--faithfulness`` scans with a mask (29 extra passes each). Returns the mask (None without one)."""
         mp = self.opts.masks / (Path(it.rel).stem + ".png")
         if not mp.is_file():
             return None
-        mask = load_mask(mp)
+        row["mask"] = mp.name
+        try:
+            mask = load_mask(mp)
+        except (OSError, ValueError) as e:  # the scan keeps its row; the mask is this run's error
+            return self._mask_error(it, mp, f"unreadable mask ({e})")
+        if size is not None and mask.shape != (size[1], size[0]):
+            return self._mask_error(it, mp, f"mask is {mask.shape[1]}x{mask.shape[0]}, the scan {size[0]}x{size[1]}")
         up = resize_map(m, mask.shape)
         row["pointing_hit"] = pointing_game(up, mask)
         row["energy_in_mask"] = energy_in_mask(up, mask)
         row["mask_area"] = float(mask.mean())
         row["pointing_chance"] = pointing_chance(mask)
-        if row["pointing_hit"] is not None and self.faithfulness_left > 0:
-            self.faithfulness_left -= 1
-            c = perturbation_curves(self._predict, x[None], m[None], classes=np.array([pred]))
-            row["deletion_auc"] = float(auc(c["deletion"])[0])
-            row["insertion_auc"] = float(auc(c["insertion"])[0])
+        if row["pointing_hit"] is not None and it.key in self.faithful:
+            # The map's order against a seeded random order of the same patches: the reference it must beat.
+            rand = random_maps(1, m.shape[-1], seed=zlib.crc32(it.key.encode("utf-8", "surrogateescape")))
+            c = perturbation_curves(self._predict, np.stack([x, x]), np.stack([m, rand[0]]),
+                                    classes=np.array([pred, pred]))
+            da, ia = auc(c["deletion"]), auc(c["insertion"])
+            row.update(deletion_auc=float(da[0]), insertion_auc=float(ia[0]),
+                       deletion_auc_random=float(da[1]), insertion_auc_random=float(ia[1]))
         return mask
 
     def _finish(self, keep: int) -> None:
@@ -225,14 +281,18 @@ class BatchRun:
 
     def _summary(self, elapsed: float, interrupted: KeyboardInterrupt | None) -> dict:
         rows = list(self.writer.done.values())
-        summary = summarise(rows, sess=self.sess, failures=self.failures, skipped=self.col.skipped_non_images,
-                            new=self.new, elapsed=elapsed, model_seconds=self.model_seconds)
+        summary = summarise(rows, sess=self.sess, failures=self.failures, skipped=self.col.skipped,
+                            duplicates=self.col.duplicates,
+                            new=self.new, elapsed=elapsed, model_seconds=self.model_seconds, threshold=self.threshold,
+                            threshold_source="--ood-threshold" if self.opts.ood_threshold is not None else "model card")
         if interrupted is not None:
             summary["interrupted"] = True
-        write_json_atomic(self.out / "summary.json", summary)
+        write_json_atomic(self.out / SUMMARY_JSON, summary)
         if self.opts.heatmaps:
             from brisc.inference.gallery import write_gallery
 
+            summary["gallery"] = "index.html"
+            write_json_atomic(self.out / SUMMARY_JSON, summary)
             write_gallery(self.out, rows, self.sess.card, summary)
         return summary
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brisc.errors import BriscError
 from brisc.imageio import Preprocessing
 from brisc.sidecar import ModelCard, SidecarError, read_sidecar
 
@@ -17,7 +18,7 @@ MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 
 
-class InferenceError(Exception):
+class InferenceError(BriscError):
     """A usage or model problem: one line, exit code 2."""
 
 
@@ -44,7 +45,7 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
         raise InferenceError("--device cuda: onnxruntime has no CUDAExecutionProvider here "
-                             f"(available: {', '.join(available)}); install brisc[gpu] on a CUDA machine, or use --device cpu")
+                             f"(available: {', '.join(available)}); install brisc-mri[gpu] on a CUDA machine, or use --device cpu")
     return ["CPUExecutionProvider"]
 
 
@@ -83,13 +84,17 @@ def open_session(model: str | os.PathLike | None, *, device: str = "auto", threa
     try:
         import onnxruntime as ort
     except ImportError:
-        raise InferenceError("onnxruntime is not installed: pip install 'brisc[cpu]' (or 'brisc[gpu]')") from None
+        raise InferenceError("onnxruntime is not installed: pip install 'brisc-mri[cpu]' (or 'brisc-mri[gpu]')") from None
     if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
         warnings.warn("both onnxruntime and onnxruntime-gpu are installed; they share one module and may shadow "
                       "each other: uninstall one of them", stacklevel=2)
     providers = choose_providers(device, ort.get_available_providers())
     opts = ort.SessionOptions()
     if threads:
+        cores = os.cpu_count() or 1
+        if threads > cores:  # more threads than cores only thrash (a tester's 100000 drove the load to 751)
+            warnings.warn(f"--threads {threads} is more than the {cores} CPU cores here: using {cores}", stacklevel=2)
+            threads = cores
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     try:

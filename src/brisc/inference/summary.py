@@ -10,21 +10,33 @@ from brisc.inference.session import ModelSession
 from brisc.metrics import classification_metrics
 
 
-def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: int, new: int,
-              elapsed: float, model_seconds: float) -> dict:
+def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: list[tuple[str, str]], new: int,
+              elapsed: float, model_seconds: float, threshold: float | None = None,
+              threshold_source: str = "model card", duplicates: int = 0) -> dict:
     classes = sess.classes
     counts = Counter(r["predicted"] for r in rows)
     s = {
         "model": sess.name, "model_sha256": sess.card.model_sha256, "model_kind": sess.card.model_kind,
         "provider": sess.provider, "classified": len(rows), "classified_this_run": new, "failures": failures,
-        "skipped_non_images": skipped, "predicted_per_class": {c: counts.get(c, 0) for c in classes},
+        "skipped_non_images": len(skipped), "skipped": [{"path": p, "reason": r} for p, r in skipped[:100]],
+        "duplicates_ignored": duplicates, "predicted_per_class": {c: counts.get(c, 0) for c in classes},
         "seconds": round(elapsed, 3), "img_per_s": round(new / elapsed, 2) if elapsed > 0 and new else None,
         "model_img_per_s": round(new / model_seconds, 2) if model_seconds > 0 else None,
         "note": "research use only: not a medical device",
     }
+    flags = [r.get("in_distribution") for r in rows]
+    s["out_of_distribution"] = sum(f is False for f in flags)
+    s["ood"] = {"score": (sess.card.ood or {}).get("score"), "threshold": threshold, "threshold_from": threshold_source,
+                "in_distribution": sum(f is True for f in flags), "out_of_distribution": s["out_of_distribution"],
+                "unknown": sum(f is None for f in flags),
+                "meaning": "out_of_distribution: the scan is not like the training scans, so its class is not "
+                           "reliable; in distribution does not mean correct"}
     labelled = [r for r in rows if r["true_label"] in classes]
     if labelled:
         s["ground_truth"] = ground_truth_summary(labelled, classes)
+        inside = [r for r in labelled if r.get("in_distribution") is True]
+        if inside and len(inside) < len(labelled):
+            s["ground_truth_in_distribution"] = ground_truth_summary(inside, classes)
     scored = [r for r in rows if r.get("pointing_hit") is not None]
     if scored:
         s["masks"] = mask_summary(scored)
@@ -44,6 +56,23 @@ def ground_truth_summary(labelled: list[dict], classes: list[str]) -> dict:
             "confusion_axes": "rows: true class, columns: predicted class, both in the order of 'classes'"}
 
 
+FAITHFULNESS = ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random")
+
+
+def faithfulness(rows: list[dict]) -> dict:
+    """Mean deletion/insertion AUC of the maps, and of a seeded random patch order on the same scans."""
+    return {k: (float(np.mean([r[k] for r in rows if r.get(k) is not None]))
+                if any(r.get(k) is not None for r in rows) else None) for k in FAITHFULNESS}
+
+
+def by_class(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by true class where the name gives it, else by predicted class."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r.get("true_label") or r["predicted"], []).append(r)
+    return out
+
+
 def mask_summary(scored: list[dict]) -> dict:
     """The maps against the tumour masks, with the pointing game's chance level and what it means."""
     en = [r["energy_in_mask"] for r in scored if r["energy_in_mask"] is not None]
@@ -53,9 +82,8 @@ def mask_summary(scored: list[dict]) -> dict:
          "pointing_chance": float(np.mean(chance)) if chance else None,
          "energy_in_mask": float(np.mean(en)) if en else None,
          "mask_area_fraction": float(np.mean([r["mask_area"] for r in scored])),
-         "faithfulness_n": len(faithful),
-         "deletion_auc": float(np.mean([r["deletion_auc"] for r in faithful])) if faithful else None,
-         "insertion_auc": float(np.mean([r["insertion_auc"] for r in faithful])) if faithful else None}
+         "faithfulness_n": len(faithful), **faithfulness(faithful),
+         "faithfulness_per_class": {c: {"n": len(rs), **faithfulness(rs)} for c, rs in sorted(by_class(faithful).items())}}
     m["explanation"] = (
         f"The map's brightest point fell on the tumour (within 15 px of its mask) in {m['pointing_game']:.0%} of "
         f"{m['n']} scans with a mask; a point picked at random would land there in "

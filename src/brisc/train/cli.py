@@ -1,11 +1,13 @@
 """`brisc-train`: train and compare the home-made ViT, the HF ViT and the stacked autoencoders.
 
-A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_node=N``. Long because every check
+A thin shell over ``run_training``; runs as is or under ``torchrun --nproc_per_node=N``. Long on purpose: every check
 that runs before training (options, data, resume, recipes, models) refuses bad input here, by name, before anything
 is written.
 """
 
 from __future__ import annotations
+
+from brisc.errors import BriscError
 
 import sys
 import time
@@ -14,13 +16,14 @@ from pathlib import Path
 
 import click
 
+from brisc.errors import one_line_errors
 from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits
 from brisc.fsio import interrupted, raise_on_sigterm
 from brisc.kinds import MODEL_KINDS
 from brisc.runfolder import RunFolder
 
 
-class UsageError(Exception):
+class UsageError(BriscError):
     """Bad input: one line, exit code 2, nothing written."""
 
 
@@ -192,6 +195,24 @@ def init_weights(model, kind: str, init: Path) -> None:
         raise UsageError(f"--init {init}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
 
 
+def check_finished(run: RunFolder, models: dict, configs: dict, opts: RunOptions) -> None:
+    """--resume keeps a finished model only under the settings it was trained with (and the same preset), so that
+    comparison.json never names settings the models were not trained with."""
+    from brisc.train.engine import ResumeError, _recipe, check_same_recipe, current_recipe
+
+    for kind, model in models.items():
+        if not run.complete(kind):
+            continue
+        saved = run.config(kind)
+        if saved.get("preset") not in (None, opts.preset):
+            raise UsageError(f"{run.config_path(kind)}: the run was trained with --preset {saved['preset']}, not "
+                             f"{opts.preset}; resume with the same preset, or choose a new --out")
+        try:
+            check_same_recipe(_recipe(saved), current_recipe(model, configs[kind][1]), run.config_path(kind))
+        except ResumeError as e:
+            raise UsageError(str(e)) from None
+
+
 def run_training(opts: RunOptions, log=print) -> dict:
     """Validate everything, then train each model and write the comparison. Returns comparison.json."""
     import torch
@@ -214,6 +235,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
     models = build_models(opts, configs)
 
     run = RunFolder(opts.out)
+    if opts.resume:
+        check_finished(run, models, configs, opts)
     run_info = {"name": opts.out.name, "data": str(opts.data), "layout": disc.layout, "split_seed": opts.seed,
                 "val_fraction": opts.val_fraction, "split_method": opts.split, "split_groups": splits.groups,
                 "train_images": len(splits.train), "val_images": len(splits.val),
@@ -299,10 +322,8 @@ def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume
                       workers=workers, bf16=bf16, overrides=overrides, init=init)
     raise_on_sigterm()  # a kill between or inside epochs leaves no temporary file; --resume continues
     try:
-        run_training(opts)
-    except UsageError as e:
-        click.echo(f"brisc-train: error: {e}", err=True)
-        sys.exit(2)
+        with one_line_errors("brisc-train"):
+            run_training(opts)
     except KeyboardInterrupt as e:
         sys.exit(interrupted("brisc-train", e, f"the epochs completed are saved in {out}"))
 

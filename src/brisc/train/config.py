@@ -39,13 +39,20 @@ class TrainConfig:
     loader: str = "pil"
     cutmix: float = 0.0  # share of batches CutMixed on the 16-px patch grid, masks included (brisc.train.mixing)
     distill_from: str = ""  # RUN/KIND: the teacher of a ViT with distill_token (brisc.train.distill)
+    # Outlier exposure (brisc.train.outliers): procedural non-scans per scan of a batch, trained toward the uniform
+    # distribution with this weight (Hendrycks et al. 2019 use 0.5). 0 is off.
+    outliers: float = 0.0
+    outlier_weight: float = 0.5
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 LOADERS = ("pil", "tensor")
-_TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16)
+# Every preset trains with outlier exposure: a quarter as many procedural outliers as scans in each batch (~25% more
+# work an epoch), so that a blank frame or a photograph gets no confident class.
+OE = {"outliers": 0.25}
+_TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16, **OE)
 TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
     "tiny": {"vit": _TINY, "hf_vit": replace(_TINY, lr=1e-4), "sae": replace(_TINY, pretrain_epochs=2)},
     "cpu": {
@@ -58,13 +65,13 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         # The unblurred target (floor 0.02) at weight 2 beat the blurred one at weight 1 in the 6-epoch ablation
         # (0.824 / pointing 0.789 / energy 0.312 against 0.792 / 0.728 / 0.126).
         "vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,
-                           augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02),
+                           augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         # The transformers ViT from a brisc-pretrain encoder takes the home-made ViT's recipe: without guidance it
         # stalled at 0.85 (docs/results.md, "The HF ViT with mask guidance"). Other checkpoints:
         # HF_PRETRAINED_ELSEWHERE.
         "hf_vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,
-                              augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02),
-        "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False),
+                              augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
+        "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False, **OE),
     },
     "gpu": {
         # Whole batches augmented on the GPU (loader "tensor"): 0.85 of the bare training step on an H200, where the
@@ -73,13 +80,13 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         # where rotation 15 + zoom + shift without guidance was at 0.878 after 80 epochs (docs/results.md, "The GPU
         # path").
         "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8, loader="tensor",
-                           augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02),
+                           augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         # From the cpu MAE encoder (192 x 6, 10 epochs) on an H200: 0.966 at lr 1e-3 (best epoch 46 of 60), 0.960 at
         # 5e-4 for 60 or 100 epochs.
         "hf_vit": TrainConfig(epochs=60, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=8, loader="tensor",
-                              augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02),
+                              augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         "sae": TrainConfig(epochs=60, batch_size=128, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, num_workers=8,
-                           loader="tensor"),
+                           loader="tensor", **OE),
     },
 }
 

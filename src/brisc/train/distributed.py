@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from brisc.errors import BriscError
+
 import os
 from dataclasses import dataclass
 
@@ -25,7 +27,7 @@ class DistEnv:
         return self.world_size > 1
 
 
-class DeviceError(Exception):
+class DeviceError(BriscError):
     pass
 
 

@@ -5,11 +5,13 @@ derived from (seed, epoch) alone, and the end of every epoch writes the last wei
 optimizer/scheduler state atomically. A run killed anywhere and resumed with ``--resume`` redoes
 the interrupted epoch and ends with the same weights as an uninterrupted run.
 
-Long (~340 lines) on purpose, like torchvision's reference scripts: the epoch loop, its evaluation and the
+Long on purpose (~380 lines), like torchvision's reference scripts: the epoch loop, its evaluation and the
 exact resume are read together. The recipe (``TrainConfig``, presets) is in ``brisc.train.config``.
 """
 
 from __future__ import annotations
+
+from brisc.errors import BriscError
 
 import json
 import math
@@ -41,6 +43,7 @@ from brisc.train.explain import explanation_maps, score_maps, summarise
 from brisc.train.distill import distillation_loss, load_teacher
 from brisc.train.guidance import guidance_loss, resolve_layers
 from brisc.train.mixing import CUTMIX_PATCH, mixed_cross_entropy, patch_cutmix
+from brisc.train import outliers
 from brisc.train.models import model_config_dict
 from brisc.train.tracking import Tracker
 
@@ -116,7 +119,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
     model.train()
     guide = guided(model, cfg)
     layers = resolve_layers(cfg.guide_layers, unwrap(model).depth) if guide else []
-    total_loss, total_guide, correct, seen = 0.0, 0.0, 0, 0
+    total_loss, total_guide, correct, seen, total_uniform, seen_out = 0.0, 0.0, 0, 0, 0.0, 0
     t0 = time.perf_counter()
     for batch in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
         x, y = batch[0].to(env.device, non_blocking=True), batch[1].to(env.device, non_blocking=True)
@@ -124,17 +127,26 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
         partner, lam = None, 1.0
         if cfg.cutmix and float(torch.rand(())) < cfg.cutmix:
             x, masks, partner, lam = patch_cutmix(x, masks, patch=CUTMIX_PATCH)
+        B = len(y)
+        n_out = outliers.count(B, cfg.outliers)
         with autocast_ctx(env.device, cfg.bf16):
-            out = model(x, output_attentions=guide)
-        logits = out.logits
+            # One forward for scans and outliers: the conv stem's BatchNorm sees the same mix every step.
+            out = model(torch.cat([x, outliers.make_outliers(x, n_out)]) if n_out else x, output_attentions=guide)
+        logits = out.logits[:B]
         if teacher is not None:
             with torch.no_grad(), autocast_ctx(env.device, cfg.bf16):
                 taught = teacher(x).logits.float()
-            loss = distillation_loss(out.head_logits, y, taught, partner, lam, cfg.label_smoothing)
+            heads = tuple(h[:B] for h in out.head_logits)
+            loss = distillation_loss(heads, y, taught, partner, lam, cfg.label_smoothing)
         else:
             loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
+        if n_out:
+            u = outliers.uniform_loss(out.logits[B:])
+            loss = loss + cfg.outlier_weight * u
+            total_uniform += u.item() * n_out
+            seen_out += n_out
         if guide:
-            g = guidance_loss(out.attentions, masks, layers=layers,
+            g = guidance_loss(tuple(a[:B] for a in out.attentions), masks, layers=layers,
                               prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
             loss = loss + cfg.guide_weight * g
             total_guide += g.item() * len(y)
@@ -147,12 +159,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-    stats = torch.tensor([total_loss, total_guide, correct, seen], dtype=torch.float64)
+    stats = torch.tensor([total_loss, total_guide, correct, seen, total_uniform, seen_out], dtype=torch.float64)
     if env.distributed:
         dist.all_reduce(stats)
-    total_loss, total_guide, correct, seen = stats.tolist()
+    total_loss, total_guide, correct, seen, total_uniform, seen_out = stats.tolist()
     dt = time.perf_counter() - t0
     out = {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "img_s": seen / dt, "seconds": dt}
+    if seen_out:  # log C at a perfectly uniform answer on every outlier
+        out["outlier_loss"] = total_uniform / seen_out
     return out | ({"guide_loss": total_guide / max(seen, 1)} if guide else {})
 
 
@@ -220,7 +234,7 @@ class FitResult:
     model: torch.nn.Module
 
 
-class ResumeError(ValueError):
+class ResumeError(BriscError, ValueError):
     """--resume with an architecture or recipe other than the one the run was started with."""
 
 
@@ -228,6 +242,19 @@ def _recipe(config: dict) -> dict:
     """What a resumed run must share with its start, flattened to "model.depth" -> 6 (JSON types, so 5 == 5.0)."""
     return {f"{group}.{k}": json.loads(json.dumps(v)) for group in ("model", "train") for k, v in config[group].items()
             if k not in ("num_workers", "eval_batch_size", "bf16")}  # how fast (bf16 follows the CPU), not what is trained
+
+
+def check_same_recipe(saved: dict, recipe: dict, where: Path) -> None:
+    """Refuse to continue (or to keep, for a finished model) a run under settings other than its own, by name."""
+    changed = sorted(k for k in set(recipe) | set(saved) if saved.get(k) != recipe.get(k))
+    if changed:
+        raise ResumeError(f"{where}: the run was started with other settings ({', '.join(changed)}); "
+                          "resume with the same --preset/--set/--epochs/--lr/--batch-size, or choose a new --out")
+
+
+def current_recipe(model, cfg: TrainConfig) -> dict:
+    """What ``fit`` would record for this model and recipe (``_recipe`` of its config)."""
+    return _recipe({"model": model_config_dict(model), "train": cfg.to_dict()})
 
 
 def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, env: DistEnv, seed: int,
@@ -248,11 +275,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     start_epoch, history, pretrain_history, best = 0, [], [], {"epoch": 0, "macro_f1": -1.0}
     recipe = _recipe(config)
     state = ckpt.load_state(state_path) if resume and state_path.exists() else None
-    if state is not None:
-        if state.get("recipe", recipe) != recipe:  # older states carry no recipe: nothing to compare
-            changed = sorted(k for k in recipe if state["recipe"].get(k) != recipe[k])
-            raise ResumeError(f"{state_path}: the run was started with other settings ({', '.join(changed)}); "
-                              "resume with the same --preset/--set/--epochs/--lr/--batch-size, or choose a new --out")
+    if state is not None and "recipe" in state:  # older states carry no recipe: nothing to compare
+        check_same_recipe(state["recipe"], recipe, state_path)
         if getattr(model, "decoders", None) is not None:
             for d in model.decoders:
                 d.requires_grad_(False)
@@ -279,7 +303,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         m = classification_metrics(logits, y)
         rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
                "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],
-               "train_img_s": tr["img_s"], "seconds": tr["seconds"]} | ({"guide_loss": tr["guide_loss"]} if "guide_loss" in tr else {})
+               "train_img_s": tr["img_s"], "seconds": tr["seconds"]} | {k: tr[k] for k in ("guide_loss", "outlier_loss") if k in tr}
         history.append(rec)
         if env.is_main:
             if m["macro_f1"] > best["macro_f1"]:
@@ -293,7 +317,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
                 f"val acc {m['accuracy']:.3f}  val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
-                + (f"guide {tr['guide_loss']:.3f}  " if "guide_loss" in tr else "") +
+                + (f"guide {tr['guide_loss']:.3f}  " if "guide_loss" in tr else "")
+                + (f"outliers {tr['outlier_loss']:.3f}  " if "outlier_loss" in tr else "") +
                 f"{tr['img_s']:.0f} img/s  {tr['seconds']:.1f} s")
         barrier(env)
 

@@ -8,11 +8,13 @@ Pure functions on dataclasses: no torch.
 
 from __future__ import annotations
 
+from brisc.errors import BriscError
+
 import dataclasses
 from typing import Any
 
 
-class OverrideError(ValueError):
+class OverrideError(BriscError, ValueError):
     """A --set item that names no field or holds a value of the wrong type."""
 
 

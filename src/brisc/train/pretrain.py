@@ -17,6 +17,8 @@ method), and no label is used. Resume is exact, as in ``brisc.train.engine``: ev
 
 from __future__ import annotations
 
+from brisc.errors import BriscError
+
 import json
 import math
 import time
@@ -117,7 +119,7 @@ class PretrainOptions:
     loader: str | None = None  # brisc.train.config.LOADERS; None: "tensor" on a GPU (no PIL workers to starve it), else "pil"
 
 
-class PretrainError(ValueError):
+class PretrainError(BriscError, ValueError):
     """Bad input to brisc-pretrain: one line, exit 2."""
 
 

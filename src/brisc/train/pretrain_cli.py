@@ -35,18 +35,17 @@ def main(data, out, preset, epochs, batch_size, lr, seed, val_fraction, split, r
     BRISC training split only (no labels, never validation), and write it where `brisc-train --models hf_vit
     --hf-model OUT` and `brisc-train --models vit --init OUT` pick it up. Reconstructions of four training images
     are saved each epoch (OUT/reconstructions)."""
-    from brisc.data import DataError, default_data_root
+    from brisc.data import default_data_root
     from brisc.fsio import interrupted, raise_on_sigterm
-    from brisc.train.pretrain import PretrainError, PretrainOptions, pretrain
+    from brisc.errors import one_line_errors
+    from brisc.train.pretrain import PretrainOptions, pretrain
 
     raise_on_sigterm()  # a kill leaves no temporary file; --resume continues from the last completed epoch
     try:
-        pretrain(PretrainOptions(data=data or default_data_root(), out=out, preset=preset, epochs=epochs,
-                                 batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction, split=split,
-                                 resume=resume, bf16=bf16, wandb=wandb, loader=loader), log=click.echo)
-    except (PretrainError, DataError) as e:
-        click.echo(f"brisc-pretrain: error: {e}", err=True)
-        sys.exit(2)
+        with one_line_errors("brisc-pretrain"):
+            pretrain(PretrainOptions(data=data or default_data_root(), out=out, preset=preset, epochs=epochs,
+                                     batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction, split=split,
+                                     resume=resume, bf16=bf16, wandb=wandb, loader=loader), log=click.echo)
     except KeyboardInterrupt as e:
         sys.exit(interrupted("brisc-pretrain", e, f"the epochs completed are saved in {out}"))
 

@@ -67,5 +67,8 @@ class HFViTClassifier(nn.Module):
         return {"model.vit.embeddings.position_embeddings", "model.vit.embeddings.cls_token"}
 
     def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> ClassifierOutput:
-        out = self.model(pixel_values=pixel_values, output_attentions=output_attentions)
-        return ClassifierOutput(logits=out.logits, attentions=tuple(out.attentions) if output_attentions else None)
+        # ViTForImageClassification's own forward, split so that the [CLS] feature its classifier reads comes out too.
+        out = self.model.vit(pixel_values=pixel_values, output_attentions=output_attentions)
+        features = out.last_hidden_state[:, 0]
+        return ClassifierOutput(logits=self.model.classifier(features), features=features,
+                                attentions=tuple(out.attentions) if output_attentions else None)

@@ -90,7 +90,8 @@ class StackedAutoencoder(nn.Module):
         return F.mse_loss(rec, h)
 
     def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> ClassifierOutput:
-        return ClassifierOutput(logits=self.head(self.dropout(self.encode(self.view(pixel_values)))))
+        code = self.encode(self.view(pixel_values))
+        return ClassifierOutput(logits=self.head(self.dropout(code)), features=code)
 
     def saliency(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """|d logit[pred] / d view * view| pooled to the 14x14 grid, scaled to [0, 1] per image -> [B, 14, 14]."""

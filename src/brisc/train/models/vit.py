@@ -285,7 +285,7 @@ class VisionTransformer(nn.Module):
                 prefix_only_last: bool = False) -> ClassifierOutput:
         tokens, attentions = self.forward_features(pixel_values, output_attentions, prefix_only_last)
         logits, heads = self.forward_head(tokens)
-        return ClassifierOutput(logits=logits, attentions=attentions, head_logits=heads)
+        return ClassifierOutput(logits=logits, attentions=attentions, head_logits=heads, features=tokens[:, 0])
 
 
 def load_hf_vit_state(model: VisionTransformer, hf_state: dict[str, torch.Tensor]) -> list[str]:

@@ -1,0 +1,96 @@
+"""Every out-of-distribution score of brisc.ood on one trained model: the table in docs/results.md.
+
+    python scripts/ood_eval.py --run artifacts/runs/oe-conv [--kind vit] [--json out.json]
+
+Fits the class-conditional Gaussians on the run's training split, sets each score's threshold on validation
+(at most 5% flagged), and reports AUROC and flag rate per kind of outlier: the project's OOD evaluation set
+(``brisc.ood_eval``: package images, pydicom's files, drawn pictures), the MNI152 template's axial slices (apart),
+and, as a check of the training itself, fresh procedural outliers of the kinds outlier exposure trains on (another
+seed) with the all-black frame and a scan with every patch deleted. PyTorch model, fp32; the exported graph
+computes the same score (the export's self-check) and its own threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brisc import CLASSES
+from brisc.data import label_from_path
+from brisc.export.loading import load_trained
+from brisc.export.ood import fit_run, load_images, run_features
+from brisc.metrics import classification_metrics, softmax
+from brisc.ood import SCORES, evaluate, score, threshold_for
+from brisc.ood_eval import evaluation_set, mni152_slices
+from brisc.runfolder import RunFolder
+from brisc.train.outliers import KINDS, deleted, make_outliers
+
+
+def trained_kinds(scans: np.ndarray, per_kind: int = 8, seed: int = 12345) -> dict[str, np.ndarray]:
+    """Fresh outliers of the training kinds (a seed training never used), plus black and fully deleted scans."""
+    torch.manual_seed(seed)
+    x = torch.from_numpy(scans[:16])
+    out = {"trained kinds (fresh draw)": make_outliers(x, per_kind * len(KINDS)).numpy()}
+    out["all-black frame"] = np.full((1, *scans.shape[1:]), -1.0, np.float32)
+    out["every patch deleted"] = deleted(x[:8], low=1.0).numpy()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--kind", default="vit")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+
+    tm = load_trained(a.run, a.kind)
+    model, temperature = tm.model.eval(), float(tm.config.get("temperature", 1.0))
+    stats = fit_run(model, a.run)
+    val_paths = RunFolder(a.run).val_paths()
+    val_images, keep = load_images(val_paths)
+    y = np.array([CLASSES.index(label_from_path(val_paths[i])) for i in keep])
+    f_val, l_val = run_features(model, val_images)
+    acc = classification_metrics(l_val, y, temperature)["accuracy"]
+
+    groups: dict[str, np.ndarray] = {}
+    ev, sources = evaluation_set()
+    for kind in sorted({o.kind for o in ev}):
+        groups[f"evaluation set: {kind}"] = np.stack([o.image for o in ev if o.kind == kind])
+    groups["evaluation set: all"] = np.stack([o.image for o in ev])
+    mni = mni152_slices()
+    if mni:
+        groups["MNI152 template slices (apart)"] = np.stack([o.image for o in mni])
+    groups |= trained_kinds(val_images)
+
+    results: dict = {"val_accuracy": acc, "val_n": len(y), "sources": sources, "scores": {}}
+    feats = {g: run_features(model, imgs) for g, imgs in groups.items()}
+    for name in SCORES:
+        s_val = score(name, logits=l_val, features=f_val, stats=stats, temperature=temperature)
+        t = threshold_for(s_val)
+        res = {}
+        for g, (f, lg) in feats.items():
+            s = score(name, logits=lg, features=f, stats=stats, temperature=temperature)
+            res[g] = evaluate(s_val, s, t) | {"max_probability": float(softmax(lg, temperature).max(1).max())}
+        results["scores"][name] = res
+
+    print(f"validation: {len(y)} scans, accuracy {acc:.4f} (temperature {temperature:.3f}); OOD evaluation set "
+          f"sources: {sources}")
+    head = list(groups)
+    print("| score | " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * len(head))
+    for name, res in results["scores"].items():
+        print(f"| {name} | " + " | ".join(f"{res[g]['auroc']:.3f} / {res[g]['ood_flag_rate']:.2f}" for g in head) + " |")
+    print("(each cell: AUROC against validation / share flagged at the threshold that flags at most 5% of validation; "
+          f"validation flag rate {results['scores']['mahalanobis']['evaluation set: all']['id_flag_rate']:.3f})")
+    top = {g: results["scores"]["mahalanobis"][g]["max_probability"] for g in head}
+    print("highest class probability in each group: " + ", ".join(f"{g} {p:.3f}" for g, p in top.items()))
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
