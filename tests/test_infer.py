@@ -131,9 +131,9 @@ def test_bad_input_corpus_each_with_its_outcome_while_the_rest_are_classified(ba
     assert s["classified"] == sum(ok.values()) and s["failures"] == len(err) and s["skipped_non_images"] == 1
     frames = sorted(row["frame"] for row in rows if row["path"] == "multi.dcm")
     assert frames == [0, 1, 2]
-    assert (out / "heatmaps" / "multi.dcm.frame0002.jpg").is_file()
-    assert (out / "heatmaps" / "sub dir" / "scan with spaces.jpg.jpg").is_file()
-    assert (out / "thumbnails" / "sub dir" / "scan with spaces.jpg.jpg").is_file()
+    assert (out / "heatmaps" / "multi.frame0002.png").is_file()
+    assert (out / "heatmaps" / "sub dir" / "scan with spaces.png").is_file()
+    assert (out / "thumbnails" / "sub dir" / "scan with spaces.jpg").is_file()
     html = (out / "index.html").read_text(encoding="utf-8")
     labels = [r[0] for r in gallery_data(out / "index.html")["rows"]]
     assert "new\nline" not in html and "new\\x0aline.jpg" in labels  # control characters shown escaped
@@ -212,7 +212,7 @@ def test_explain_methods(tiny_export, synth_root, tmp_path, kind, explain):
         sess = open_session(tiny_export / f"{kind}.onnx")
         x = np.stack([load(p) for p in sorted(scans.glob("*.jpg"))])
         ref = sess.run(x)["rollout"]
-        got = np.stack([np.load(out / "heatmaps" / f"{p.name}.npy") for p in sorted(scans.glob("*.jpg"))])
+        got = np.stack([np.load(out / "heatmaps" / f"{p.stem}.npy") for p in sorted(scans.glob("*.jpg"))])
         assert np.abs(got - ref).max() <= 1e-6
 
 
@@ -227,7 +227,7 @@ def test_auto_uses_the_graphs_recommended_heatmap_named_in_the_sidecar(tiny_run,
     sess = open_session(exp / "vit.onnx")
     x = np.stack([load(p) for p in sorted(scans.glob("*.jpg"))])
     ref = sess.run(x)
-    got = np.stack([np.load(out / "heatmaps" / f"{p.name}.npy") for p in sorted(scans.glob("*.jpg"))])
+    got = np.stack([np.load(out / "heatmaps" / f"{p.stem}.npy") for p in sorted(scans.glob("*.jpg"))])
     assert np.abs(got - ref["heatmap"]).max() <= 1e-6 and np.abs(got - ref["rollout"]).max() > 1e-3
 
 

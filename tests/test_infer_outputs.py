@@ -28,20 +28,22 @@ def test_overlay_is_the_scan_with_the_map_faded_in_where_it_is_high(tiny_export,
     run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", "--save-maps", "--quiet",
             "--alpha", "0.5")
     for scan in sorted(scans.glob("*.jpg")):
-        ov = np.asarray(Image.open(out / "heatmaps" / f"{scan.name}.jpg").convert("RGB"), np.float64)
+        png = Image.open(out / "heatmaps" / f"{scan.stem}.png")  # an attention PNG, no doubled extension
+        assert png.format == "PNG" and png.mode == "P"
+        ov = np.asarray(png.convert("RGB"), np.float64)
         src = np.asarray(Image.open(scan).convert("RGB"), np.float64)
         assert ov.shape == src.shape  # drawn at the scan's own resolution (256 px <= OVERLAY_MAX)
-        m = np.load(out / "heatmaps" / f"{scan.name}.npy")
+        m = np.load(out / "heatmaps" / f"{scan.stem}.npy")
         assert m.shape == (14, 14) and 0 <= m.min() and m.max() <= 1
         up = np.clip(resize_map(m, src.shape[:2]), 0, 1)[..., None]
         a = 0.5 * up  # opacity follows the map: the scan shows untinted where the map is low
         expected = (1 - a) * src + a * colorize(up[..., 0])
-        assert np.abs(ov - expected).mean() <= 3.0  # JPEG (quality 88) and 8-bit rounding
+        assert np.abs(ov - expected).mean() <= 3.0  # 256-colour palette and 8-bit rounding
         hi, lo = up[..., 0] > np.quantile(up, 0.9), up[..., 0] < 0.05
         assert np.abs(ov - src)[hi].mean() > np.abs(ov - src)[lo].mean() + 15
-        thumb = Image.open(out / "thumbnails" / f"{scan.name}.jpg")
+        thumb = Image.open(out / "thumbnails" / f"{scan.stem}.jpg")
         assert max(thumb.size) == 128
-        assert not (out / "heatmaps" / f"{scan.name}.panel.png").exists()  # panels only with --panels
+        assert not (out / "heatmaps" / f"{scan.stem}.panel.png").exists()  # panels only with --panels
 
 
 def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_root, tmp_path):
@@ -54,6 +56,7 @@ def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_
     per_scan = [(out / r["heatmap"]).stat().st_size + (out / r["thumbnail"]).stat().st_size for r in rows]
     assert max(per_scan) <= 100_000
     for r in rows:
+        assert max(Image.open(out / r["heatmap"]).size) <= 256  # the overlay stays small with --panels too
         pn = Image.open(out / r["panel"])
         pn.load()
         src = Image.open(scans / r["path"])

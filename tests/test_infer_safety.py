@@ -146,7 +146,7 @@ def test_ctrl_c_and_sigterm_write_what_is_done_and_exit_128_plus_signal(tiny_exp
     assert 4 <= len(rows) < n
     s = json.loads((out / "summary.json").read_text())
     assert s["interrupted"] and s["classified"] == len(rows)
-    drawn = {p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*.jpg")}
+    drawn = {p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*.png")}
     assert drawn == {r["heatmap"] for r in rows}  # every heatmap has its row and every row its heatmap
     assert not [p for p in out.rglob(".*.tmp*")]
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True)
@@ -185,7 +185,11 @@ def test_same_name_under_two_inputs_keeps_its_input_in_the_path(tiny_export, sca
     out = tmp_path / "o"
     _infer(tiny_export / "vit.onnx", tmp_path / "a", tmp_path / "b", "--out", out, "--heatmaps", check=True)
     assert sorted(r["path"] for r in prediction_rows(out)) == ["a/same.jpg", "b/same.jpg"]
-    assert (out / "heatmaps" / "a" / "same.jpg.jpg").is_file() and (out / "heatmaps" / "b" / "same.jpg.jpg").is_file()
+    assert (out / "heatmaps" / "a" / "same.png").is_file() and (out / "heatmaps" / "b" / "same.png").is_file()
+    shutil.copy(tmp_path / "a" / "same.jpg", tmp_path / "a" / "same.tiff")  # x.jpg beside x.tiff: full names, apart
+    out2 = tmp_path / "o2"
+    _infer(tiny_export / "vit.onnx", tmp_path / "a", "--out", out2, "--heatmaps", "--heatmap-format", "jpg", check=True)
+    assert sorted(p.name for p in (out2 / "heatmaps").iterdir()) == ["same.jpg.jpg", "same.tiff.jpg"]
 
 
 def test_resume_with_heatmaps_added_draws_the_missing_ones(tiny_export, scans, tmp_path):

@@ -12,6 +12,22 @@ import numpy as np
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 
 
+RUNS_ROOT = Path("artifacts/runs")  # where brisc-train puts runs by default; brisc-export takes the newest
+EXPORT_ROOT = Path("artifacts/export")
+
+
+def newest_run(root: Path = RUNS_ROOT) -> Path:
+    """The run folder under ``root`` whose best checkpoint was written last."""
+    from brisc.export.loading import ExportInputError
+    from brisc.runfolder import RunFolder
+
+    runs = [(max(RunFolder(d).weights(k).stat().st_mtime for k in RunFolder(d).trained_kinds()), d)
+            for d in (sorted(root.iterdir()) if root.is_dir() else []) if d.is_dir() and RunFolder(d).trained_kinds()]
+    if not runs:
+        raise ExportInputError(f"no trained run under {root}: train one with brisc-train, or pass --run RUN")
+    return max(runs)[1]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
     run: Path
@@ -213,7 +229,8 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--run", "run", type=click.Path(path_type=Path), required=True, help="A brisc-train run folder.")
+@click.option("--run", "run", type=click.Path(path_type=Path), default=None,
+              help="A brisc-train run folder [default: the newest run under artifacts/runs].")
 @click.option("--models", default=None, help="Comma-separated subset of vit, hf_vit, sae [default: all in the run].")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "pt2"]), default="onnx", show_default=True,
               help="onnx; torchscript (torch.jit.trace, which PyTorch deprecates); pt2 (torch.export).")
@@ -229,13 +246,24 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
               type=click.Choice(["mahalanobis", "relative_mahalanobis", "energy", "max_logit", "max_probability", "none"]),
               help="The graph's `ood_score` output (higher = less like the training scans); its threshold, set on "
                    "validation to flag at most 5%, goes into the model card.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder, e.g. artifacts/export/NAME.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: artifacts/export/<the run's name>].")
 def main(run, models, fmt, quantize, opset, full_attention, heatmap, ood_score, out) -> None:
-    """Export a brisc-train run's models with attention and heatmaps as named outputs, checked against PyTorch.
+    """Export a brisc-train run's models with attention, heatmaps and ood_score as named outputs, checked against
+    PyTorch. Each file gets a JSON sidecar (<file>.json), its model card, that brisc-infer verifies.
 
-    Each file gets a JSON sidecar (<file>.json) that brisc-infer verifies. Research use only."""
+    \b
+    brisc-export --format onnx                   # the newest run under artifacts/runs
+    brisc-export --run artifacts/runs/NAME --quantize int8 --out artifacts/export/NAME
+
+    Research use only: not a medical device."""
     from brisc.errors import one_line_errors
 
+    with one_line_errors("brisc-export"):
+        if run is None:
+            run = newest_run()
+            click.echo(f"brisc-export: the newest run is {run}", err=True)
+    out = out or EXPORT_ROOT / run.name
     opts = ExportOptions(run=run, out=out, models=tuple(m.strip() for m in models.split(",")) if models else None,
                          format=fmt, quantize=quantize, opset=opset, full_attention=full_attention, heatmap=heatmap,
                          ood_score=ood_score)

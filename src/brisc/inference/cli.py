@@ -19,8 +19,10 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
 @click.option("--heatmaps", is_flag=True,
-              help="Write heatmaps/<path>.jpg (the scan as the model saw it with the map on top, at most 256 px, ~10 KB), thumbnails/<path>.jpg and "
-                   "index.html (a gallery to filter and sort).")
+              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px, ~10 KB), "
+                   "thumbnails/<path>.jpg and index.html (a gallery to filter and sort).")
+@click.option("--heatmap-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
+              help="The overlays as palette PNGs or as (smaller) JPEGs.")
 @click.option("--panels", is_flag=True, help="Also heatmaps/<path>.panel.png (implies --heatmaps): scan | overlay with "
                                               "the prediction, true label, mask outline and legend (~210 KB a scan).")
 @click.option("--save-maps", is_flag=True, help="Also the raw 14x14 map as heatmaps/<path>.npy (implies --heatmaps).")
@@ -49,7 +51,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heatmap opacity at the map's peak; it fades to clear where the map is low.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfulness, ood_threshold, batch_size, threads,
+def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain, masks, faithfulness, ood_threshold, batch_size, threads,
          workers, device, recursive, resume, overwrite, cmap, alpha, quiet) -> None:
     """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
     no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
@@ -78,7 +80,8 @@ def main(scans, model, out, heatmaps, panels, save_maps, explain, masks, faithfu
             opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps or panels or save_maps, panels=panels,
                                 save_maps=save_maps, explain=explain, masks=masks, batch_size=batch_size,
                                 recursive=recursive, resume=resume, overwrite=overwrite, cmap=cmap, alpha=alpha,
-                                workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold)
+                                workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold,
+                                heatmap_format=heatmap_format)
             s = run_inference(opts, sess, progress=not quiet)
     except KeyboardInterrupt as e:
         sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"

@@ -10,7 +10,7 @@ import os
 import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,15 @@ class Item:
     path: Path  # the file on disk
     rel: str  # relative to the input root given on the command line (posix separators)
     frame: int | None = None  # DICOM frame, TIFF page or GIF/WebP frame, for files with several
+    out_name: str = ""  # what its output files are named after: rel without its extension, unless that collides
 
     @property
     def key(self) -> str:
         return item_key(self.rel, self.frame)
+
+    @property
+    def stem(self) -> str:
+        return self.out_name or self.rel
 
 
 def item_key(rel: str, frame: int | None) -> str:
@@ -154,7 +159,20 @@ def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Pa
             add(p)
         else:
             col.errors.append((text_name(str(inp)), "no such file or folder"))
+    col.items = output_names(col.items)
     return col
+
+
+def output_names(items: list[Item]) -> list[Item]:
+    """Each item's ``out_name``: ``a/x.jpg`` -> ``a/x`` (heatmaps/a/x.png, not x.jpg.png), except where two files
+    would share it (``x.jpg`` beside ``x.png``): those keep their full names."""
+    import posixpath
+
+    bare = {it.rel: posixpath.splitext(it.rel)[0] or it.rel for it in items}
+    owners: dict[str, set[str]] = {}
+    for rel, name in bare.items():
+        owners.setdefault(name, set()).add(rel)
+    return [replace(it, out_name=bare[it.rel] if len(owners[bare[it.rel]]) == 1 else it.rel) for it in items]
 
 
 def ground_truth(item: Item) -> str | None:

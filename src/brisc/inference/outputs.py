@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from brisc import CLASSES
 from brisc.fsio import atomic_path
-from brisc.inference.heatmap import JPEG_QUALITY, THUMB_MAX, fit, overlay, panel
+from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
 from brisc.inference.outdir import ERRORS_CSV, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV
 
@@ -172,13 +173,23 @@ def spreadsheet_safe(text: str | None) -> str | None:
     return "'" + text if isinstance(text, str) and text.startswith(FORMULA_START) else text
 
 
-def heatmap_paths(out: Path, it: Item) -> dict[str, Path]:
-    """Where one scan's heatmap files go: overlay (JPEG), thumbnail, panel and raw map."""
+HEATMAP_FORMATS = ("png", "jpg")  # png: a palette PNG, the attention PNG; jpg: the smaller JPEG
+
+
+def heatmap_paths(out: Path, it: Item, fmt: str = "png") -> dict[str, Path]:
+    """Where one scan's heatmap files go: overlay (PNG or JPEG), thumbnail (JPEG), panel (PNG) and raw map."""
     suffix = "" if it.frame is None else f".frame{it.frame:04d}"
-    return {"overlay": output_path(out, "heatmaps", it.rel, suffix + ".jpg"),
-            "thumbnail": output_path(out, "thumbnails", it.rel, suffix + ".jpg"),
-            "panel": output_path(out, "heatmaps", it.rel, suffix + ".panel.png"),
-            "map": output_path(out, "heatmaps", it.rel, suffix + ".npy")}
+    return {"overlay": output_path(out, "heatmaps", it.stem, f"{suffix}.{fmt}"),
+            "thumbnail": output_path(out, "thumbnails", it.stem, suffix + ".jpg"),
+            "panel": output_path(out, "heatmaps", it.stem, suffix + ".panel.png"),
+            "map": output_path(out, "heatmaps", it.stem, suffix + ".npy")}
+
+
+def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:
+    if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes
+        _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG")
+    else:
+        _atomic_save(img, path, "JPEG", quality=JPEG_QUALITY)
 
 
 def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions",
@@ -186,10 +197,11 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
     """Write one scan's overlay and thumbnail (and panel, raw map when asked); sets row['heatmap'] and
     row['thumbnail']. -> None or (key, error)."""
     try:
-        paths = heatmap_paths(out, it)
-        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)
-        _atomic_save(ov, paths["overlay"], "JPEG", quality=JPEG_QUALITY)
-        _atomic_save(fit(ov, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
+        paths = heatmap_paths(out, it, opts.heatmap_format)
+        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)  # full resolution with --panels
+        small = fit(ov, OVERLAY_MAX)
+        save_overlay(small, paths["overlay"], opts.heatmap_format)
+        _atomic_save(fit(small, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
         if opts.panels:
             pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
                        truth=row["true_label"], mask=mask, cmap=opts.cmap, in_distribution=row.get("in_distribution"))

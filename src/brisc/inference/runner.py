@@ -53,6 +53,7 @@ class InferOptions:
     workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
     faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
     ood_threshold: float | None = None  # flag scans with ood_score above it; None: the model card's threshold
+    heatmap_format: str = "png"  # outputs.HEATMAP_FORMATS: the overlay as a palette PNG, or a JPEG
 
 
 def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
