@@ -9,9 +9,15 @@ DEMO    ?= artifacts/demo
 BRISC_DATA ?= ../shared/data/brisc2025
 export BRISC_DATA
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: install demo test bench clean
 
 install: $(STAMP)
+
+# Debian's Chromium, for the gallery test and benchmark in a real headless browser (no browser download of its own).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,13 +26,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
 	$(BIN)/python -m brisc.demo --out $(DEMO)
 
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -8,6 +8,7 @@ from PIL import Image, ImageFilter
 
 from brisc.data import discover, load_mask
 from brisc.synth import generate, render
+from conftest import run_cli
 
 
 def _digest(root):
@@ -60,3 +61,15 @@ def test_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "brisc.synth", str(tmp_path / "s"), "--per-class", "2", "--seed", "1"],
                        capture_output=True, text=True, check=True)
     assert "wrote 12 images and 9 masks" in r.stdout
+
+
+def test_refuses_a_folder_of_real_scans_and_rewrites_its_own(tmp_path):
+    real = tmp_path / "scans"
+    real.mkdir()
+    (real / "patient_001.jpg").write_bytes(b"a real scan")
+    r = run_cli("brisc.synth", real, "--per-class", "1", check=False)
+    assert r.returncode == 2 and "did not write" in r.stderr
+    assert sorted(p.name for p in real.iterdir()) == ["patient_001.jpg"]
+    own = tmp_path / "synth"
+    generate(own, per_class=1, seed=0)
+    generate(own, per_class=1, seed=1)  # its own folder may be written again

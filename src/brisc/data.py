@@ -123,7 +123,7 @@ def _subdirs(d: Path) -> list[Path]:
 def find_layout(root: Path) -> tuple[str, dict[str, Path], Path | None]:
     """-> (layout name, {split: folder of class folders}, segmentation_task folder or None)."""
     if not root.exists():
-        raise DataError(f"{root}: data folder does not exist (set --data or BRISC_DATA)")
+        raise DataError(f"{root}: data folder does not exist (name the folder, or set BRISC_DATA)")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     if (root / "classification_task").is_dir():

@@ -28,6 +28,9 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("sae", "stacked autoencoders", attention=False),
 )}
 MODEL_KINDS: tuple[str, ...] = tuple(KINDS)
+# The preset names every recipe table is keyed by (TRAIN_PRESETS, VIT_PRESETS, SAE_PRESETS, brisc-pretrain's PRESETS;
+# a test keeps them in step): tiny for tests, cpu for 2 cores, gpu for one GPU.
+PRESET_NAMES: tuple[str, ...] = ("tiny", "cpu", "gpu")
 
 # Every explanation method, by the name `brisc-infer --explain`, the sidecar and the studies use.
 EXPLAIN_METHODS: dict[str, str] = {

@@ -62,12 +62,8 @@ def package_image_files() -> dict[str, list[Path]]:
 
 def dicom_files() -> list[Path]:
     """pydicom's top-level test files (not its dicomdirtests thumbnails)."""
-    try:
-        from pydicom.data import get_testdata_files
-    except ImportError:
-        return []
-    files = [Path(f) for f in get_testdata_files("*.dcm")]
-    return sorted(f for f in files if "dicomdirtests" not in f.parts)
+    d = _package_dir("pydicom.data", "test_files")  # read in place: get_testdata_files also tries to download more
+    return sorted(d.glob("*.dcm")) if d is not None and d.is_dir() else []
 
 
 def _fingerprint(x: np.ndarray) -> bytes:

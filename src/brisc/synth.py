@@ -25,6 +25,14 @@ import numpy as np
 from PIL import Image
 
 from brisc import CLASSES
+from brisc.errors import BriscError
+
+MARKER = ".brisc-synth"  # marks a folder as brisc-synth's, so that it may be written again
+
+
+class SynthError(BriscError):
+    """A folder that is not brisc-synth's to write into."""
+
 
 CODES = {"glioma": "gl", "meningioma": "me", "no_tumor": "no", "pituitary": "pi"}
 PLANES = ("ax", "co", "sa")
@@ -157,8 +165,14 @@ def file_name(split: str, index: int, label: str, plane: str) -> str:
 
 def generate(out: str | Path, *, per_class: int = 20, test_per_class: int | None = None,
              seed: int = 0, size: int = 256, quality: int = 92) -> dict:
-    """Write a synthetic BRISC 2025 release under ``out``; returns a summary dict."""
+    """Write a synthetic BRISC 2025 release under ``out``; returns a summary dict. Refuses a folder that holds other
+    files and no earlier synthetic release (``MARKER``): its phantoms carry real-looking BRISC names."""
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise SynthError(f"{out} already holds files that brisc-synth did not write: synthetic scans with BRISC names "
+                         "must not mix with real ones; choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("synthetic BRISC written by brisc-synth: not real scans\n")
     test_per_class = max(1, per_class // 5) if test_per_class is None else test_per_class
     t0 = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
@@ -209,6 +223,9 @@ def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size:
         sys.exit(2)
     try:
         s = generate(out, per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
+    except SynthError as e:
+        click.echo(f"brisc-synth: error: {e}", err=True)
+        sys.exit(2)
     except OSError as e:
         click.echo(f"brisc-synth: error: cannot write {out}: {e.strerror or e}", err=True)
         sys.exit(2)

@@ -59,6 +59,11 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     --out must be new, empty, or an earlier brisc-infer output (continued with --resume or started over
     with --overwrite); it is locked while a run works in it and never read as input.
 
+    \b
+    brisc-infer ./scans --heatmaps                     # the shipped model; results in ./brisc-out
+    brisc-infer ./scans --heatmaps --masks ./masks     # also score the maps against tumour masks
+    brisc-infer ./scans --model my.onnx --out my-out   # a model you exported
+
     Exit codes: 0 all classified, 1 some files failed (see errors.csv), 2 usage or model error,
     3 nothing could be classified, 130/143 interrupted by Ctrl-C/SIGTERM (what was done is written).
     Research use only: not a medical device."""
@@ -114,7 +119,8 @@ def summary_lines(s: dict, out: Path) -> list[str]:
     if "ground_truth" in s:
         g = s["ground_truth"]
         lines.append(f"true class known for {g['n']} (from file or folder names): accuracy {g['accuracy']:.3f}, "
-                     f"macro-F1 {g['macro_f1']:.3f} over the {len(g['macro_f1_classes'])} classes present")
+                     f"macro-F1 {g['macro_f1']:.3f} over the " + (f"{len(g['macro_f1_classes'])} classes present"
+                     if len(g["macro_f1_classes"]) > 1 else f"one class present ({g['macro_f1_classes'][0]})"))
         if "ground_truth_in_distribution" in s:
             gi = s["ground_truth_in_distribution"]
             lines.append(f"  over the {gi['n']} of them in distribution: accuracy {gi['accuracy']:.3f}, "

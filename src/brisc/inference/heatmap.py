@@ -100,9 +100,22 @@ def outline(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
 OOD_BADGE = "not like the training scans: the class is not reliable"
 
 
+def plain_method(method: str) -> str:
+    """A map's name in words a clinician reads (the caption of a panel)."""
+    m = (method or "").split(":")
+    if m[0] == "cls":
+        layer = next((x.split("=")[1] for x in m[1:] if x.startswith("layer=")), "the last")
+        return f"where the model looked: its attention in layer {layer}"
+    return {"rollout": "where the model looked: its attention accumulated over every layer",
+            "occlusion": "how much hiding each patch lowers the probability",
+            "saliency": "which pixels change the prediction most (input gradient x input)"}.get(m[0], method or "")
+
+
 def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float, method: str,
           truth: str | None = None, mask: np.ndarray | None = None, cmap: str = "viridis",
-          side: int = 448, in_distribution: bool | None = None) -> Image.Image:
+          side: int = 448, in_distribution: bool | None = None, name: str | None = None,
+          runner_up: tuple[str, float] | None = None, pointing_hit: bool | None = None,
+          alpha: float = 0.6) -> Image.Image:
     """Scan | overlay side by side at the scan's aspect ratio, with the prediction, the true label when
     known, the tumour mask outlined when given, a colour bar and a legend saying the map is scaled per scan."""
     h = side
@@ -117,24 +130,31 @@ def panel(scan: Image.Image, ov: Image.Image, *, label: str, probability: float,
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     canvas.paste(s, (pad, head))
     canvas.paste(o, (2 * pad + w, head))
-    bar = colorize(np.linspace(1, 0, h)[:, None].repeat(bar_w, 1), cmap)
+    # The bar is drawn as the overlay blends: over mid-grey, clear at the bottom, the colour at alpha at the top.
+    level = np.linspace(1, 0, h)[:, None].repeat(bar_w, 1)
+    a = (alpha * level)[..., None]
+    bar = (a * colorize(level, cmap) + (1 - a) * 128).round().astype(np.uint8)
     canvas.paste(Image.fromarray(bar, "RGB"), (3 * pad + 2 * w, head))
     d = ImageDraw.Draw(canvas)
     big, small = font(20), font(15)
     verdict = ""
     if truth:
         verdict = "   correct" if truth == label else f"   WRONG (true: {truth})"
-    d.text((pad, 8), f"predicted {label}  p={probability:.3f}{verdict}", fill=(0, 0, 0), font=big)
+    second = f"   runner-up {runner_up[0]} {runner_up[1]:.3f}" if runner_up else ""
+    d.text((pad, 8), f"predicted {label}  p={probability:.3f}{verdict}{second}", fill=(0, 0, 0), font=big)
     if in_distribution is False:  # said before anything else about the map: the class itself is not reliable
         d.text((pad, 36), OOD_BADGE, fill=(180, 0, 0), font=small)
     else:
-        d.text((pad, 36), f"map: {method}" + ("   white outline: tumour mask" if mask is not None else ""),
-               fill=(60, 60, 60), font=small)
+        where = {True: "   its brightest point is on the tumour (white outline)",
+                 False: "   its brightest point misses the tumour (white outline)"}.get(pointing_hit,
+                 "   white outline: tumour mask" if mask is not None else "")
+        d.text((pad, 36), plain_method(method) + where, fill=(60, 60, 60), font=small)
     x = 3 * pad + 2 * w + bar_w + 4
     d.text((x, head), "max", fill=(0, 0, 0), font=small)
     d.text((x, head + h - 16), "min", fill=(0, 0, 0), font=small)
     d.text((pad, head + h + 8), LEGEND, fill=(60, 60, 60), font=small)
-    d.text((pad, head + h + 30), "research use only: not a medical device", fill=(150, 0, 0), font=small)
+    d.text((pad, head + h + 30), (f"{name}   " if name else "") + "research use only: not a medical device",
+           fill=(150, 0, 0), font=small)
     return canvas
 
 

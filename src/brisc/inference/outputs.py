@@ -203,8 +203,12 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
         save_overlay(small, paths["overlay"], opts.heatmap_format)
         _atomic_save(fit(small, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
         if opts.panels:
+            probs = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])
             pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
-                       truth=row["true_label"], mask=mask, cmap=opts.cmap, in_distribution=row.get("in_distribution"))
+                       truth=row["true_label"], mask=mask, cmap=opts.cmap, in_distribution=row.get("in_distribution"),
+                       name=row["path"] + ("" if row["frame"] is None else f" (frame {row['frame']})"),
+                       runner_up=probs[1] if len(probs) > 1 else None, pointing_hit=row.get("pointing_hit"),
+                       alpha=opts.alpha)
             _atomic_save(pn, paths["panel"], "PNG", compress_level=1)
         if opts.save_maps:
             _atomic_npy(np.asarray(m, np.float32), paths["map"])

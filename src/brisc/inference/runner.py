@@ -223,8 +223,8 @@ class BatchRun:
         classes, it = self.sess.classes, d.item
         k = int(p.argmax())
         truth = ground_truth(it)
-        return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": float(p[k]),
-                "probabilities": {c: float(p[j]) for j, c in enumerate(classes)},
+        return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": round(float(p[k]), 6),
+                "probabilities": {c: round(float(p[j]), 6) for j, c in enumerate(classes)},
                 "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, blank=d.blank),
                 "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
                 "mask": None, "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,

@@ -77,6 +77,8 @@ class ModelSession:
 def open_session(model: str | os.PathLike | None, *, device: str = "auto", threads: int | None = None) -> ModelSession:
     """Verify the sidecar (sha256, preprocessing version), then open one session with explicit providers."""
     path = Path(model) if model else default_model()
+    if path.name.endswith(".onnx.json"):  # the sidecar named instead of its model: take the model beside it
+        path = path.with_name(path.name[: -len(".json")])
     try:
         card = read_sidecar(path)
     except SidecarError as e:

@@ -17,9 +17,10 @@ from pathlib import Path
 import click
 
 from brisc.errors import one_line_errors
-from brisc.data import SPLIT_METHODS, DataError, default_data_root, discover, make_splits
+from brisc.data import DataError, discover, make_splits
 from brisc.fsio import interrupted, raise_on_sigterm
-from brisc.kinds import MODEL_KINDS
+from brisc.kinds import MODEL_KINDS, PRESET_NAMES
+from brisc.options import bf16_option, data_folder, data_input, recipe_overrides, resume_option, split_options, wandb_option
 from brisc.runfolder import RunFolder
 
 
@@ -27,12 +28,21 @@ class UsageError(BriscError):
     """Bad input: one line, exit code 2, nothing written."""
 
 
+RUNS_ROOT = Path("artifacts/runs")  # where a run goes without --out (and where brisc-export looks for the newest)
+ENCODER = "mae-encoder"  # the in-domain MAE encoder pretrained for the HF ViT when no checkpoint is given or reachable
+
+
+def default_out() -> Path:
+    """A new run folder named by the time it started."""
+    return RUNS_ROOT / time.strftime("%Y%m%d-%H%M%S")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     data: Path
     out: Path
-    models: tuple[str, ...] = ("vit", "sae")
-    preset: str = "cpu"
+    models: tuple[str, ...] = MODEL_KINDS  # the three models it exists to compare
+    preset: str | None = None  # None: gpu on CUDA, cpu elsewhere
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -40,7 +50,7 @@ class RunOptions:
     seed: int = 0
     resume: bool = False
     wandb: str = "offline"
-    hf_model: str = "google/vit-base-patch16-224-in21k"
+    hf_model: str | None = None  # None: the hub's ImageNet-21k ViT when reachable, else MAE pretraining in-domain
     val_fraction: float = 0.1
     split: str = "group"  # brisc.data.SPLIT_METHODS: group keeps look-alike slices of one patient on one side
     workers: int | None = None
@@ -195,6 +205,64 @@ def init_weights(model, kind: str, init: Path) -> None:
         raise UsageError(f"--init {init}: cannot start {kind} from it ({str(e).splitlines()[0][:160]})") from None
 
 
+def hub_answers(model_id: str, timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub can serve ``model_id`` now (never with HF_HUB_OFFLINE set)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"):
+        return False
+    try:
+        from huggingface_hub import model_info
+
+        model_info(model_id, timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001 - no network, no such id, or the hub's own errors: all mean "not from the hub"
+        return False
+
+
+def matching_encoder(opts: RunOptions) -> Path | None:
+    """An in-domain MAE encoder pretrained earlier on the same data, split and preset (this run's first, then the
+    newest other run's), to reuse instead of pretraining again."""
+    import json
+
+    want = {"data": Path(opts.data).name, "preset": opts.preset,
+            "split": (opts.split, opts.val_fraction, opts.seed)}
+    here = opts.out / ENCODER
+    others = sorted(RUNS_ROOT.glob(f"*/{ENCODER}"), key=lambda p: p.stat().st_mtime, reverse=True) if RUNS_ROOT.is_dir() else []
+    for d in [here] + [o for o in others if o.resolve() != here.resolve()]:
+        try:
+            info = json.loads((d / "pretrain.json").read_text())
+        except (OSError, ValueError):
+            continue
+        got = {"data": info.get("data"), "preset": info.get("preset"),
+               "split": (info["split"]["method"], info["split"]["val_fraction"], info["split"]["seed"])}
+        if got == want and (d / "model.safetensors").is_file() and info.get("complete", True):
+            return d
+    return None
+
+
+def resolve_hf_model(opts: RunOptions, log) -> tuple[str, str]:
+    """-> (the HF ViT's checkpoint, where it came from). --hf-model when given; else the hub's ImageNet-21k ViT when
+    the hub answers; else an in-domain MAE encoder from brisc-pretrain, reused or pretrained into the run now."""
+    from brisc.train.models.hf_vit import DEFAULT_HF_MODEL
+    from brisc.train.pretrain import PretrainOptions, pretrain
+
+    if opts.hf_model:
+        return opts.hf_model, "given (--hf-model)"
+    if hub_answers(DEFAULT_HF_MODEL):
+        return DEFAULT_HF_MODEL, "the Hugging Face hub (ImageNet-21k)"
+    found = matching_encoder(opts)
+    note = "pretrained in-domain with MAE on this split's training images, not on ImageNet"
+    if found is not None:
+        log(f"[hf_vit] no --hf-model and no hub: reusing the MAE encoder {found} ({note})")
+        return str(found), note
+    enc = opts.out / ENCODER
+    log(f"[hf_vit] no --hf-model and no hub: pretraining an encoder with brisc-pretrain into {enc} first ({note})")
+    pretrain(PretrainOptions(data=opts.data, out=enc, preset=opts.preset, seed=opts.seed, val_fraction=opts.val_fraction,
+                             split=opts.split, resume=(enc / "mae").exists(), bf16=opts.bf16, wandb=opts.wandb), log=log)
+    return str(enc), note
+
+
 def check_finished(run: RunFolder, models: dict, configs: dict, opts: RunOptions) -> None:
     """--resume keeps a finished model only under the settings it was trained with (and the same preset), so that
     comparison.json never names settings the models were not trained with."""
@@ -229,7 +297,13 @@ def run_training(opts: RunOptions, log=print) -> dict:
         env = init_distributed(opts.device)
     except DeviceError as e:
         raise UsageError(str(e)) from None
+    if opts.preset is None:
+        opts = replace(opts, preset="gpu" if env.device.type == "cuda" else "cpu")
     disc, splits = load_splits(opts, log)
+    hf_source = None
+    if "hf_vit" in opts.models:
+        hf_model, hf_source = resolve_hf_model(opts, log)
+        opts = replace(opts, hf_model=hf_model)
     configs = recipes(opts, env.device.type)
     torch.manual_seed(opts.seed)
     models = build_models(opts, configs)
@@ -242,7 +316,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 "train_images": len(splits.train), "val_images": len(splits.val),
                 "test_images": len(splits.test), "dropped_duplicates": splits.duplicates["dropped_from_train"],
                 "preset": opts.preset, "device": str(env.device), "world_size": env.world_size,
-                "hf_model": opts.hf_model if "hf_vit" in opts.models else None,
+                "hf_model": opts.hf_model if "hf_vit" in opts.models else None, "hf_model_source": hf_source,
                 "torch": torch.__version__, "cpu": describe(), "init": str(opts.init) if opts.init else None}
     if env.is_main:
         opts.out.mkdir(parents=True, exist_ok=True)
@@ -279,44 +353,46 @@ def run_training(opts: RunOptions, log=print) -> dict:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="BRISC folder (any layout brisc-data knows) [default: $BRISC_DATA or ../shared/data/brisc2025].")
-@click.option("--models", default="vit,sae", show_default=True, help="Comma-separated: vit, hf_vit, sae.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder, e.g. artifacts/runs/NAME.")
-@click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True,
-              help="Model sizes and recipes: tiny (tests), cpu (2 cores: the ViT ~80 min, the HF ViT from "
-                   "brisc-pretrain ~75, the SAE ~12), gpu (ViT-S).")
-@click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's batch size (per process).")
-@click.option("--lr", type=float, default=None, help="Override the preset's peak learning rate.")
+@data_input
+@click.option("--models", default=",".join(MODEL_KINDS), show_default=True, help="Comma-separated: vit, hf_vit, sae.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder [default: a new artifacts/runs/<date>-<time>, printed].")
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=None,
+              help="Model sizes and recipes: tiny (tests), cpu (2 cores: the ViT ~55-80 min, the HF ViT ~75 after "
+                   "~30 min of MAE pretraining, the SAE ~12), gpu (ViT-S) [default: gpu on CUDA, else cpu].")
+@recipe_overrides
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the init and every epoch.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
-@click.option("--wandb", "wandb_mode", type=click.Choice(["offline", "online", "disabled"]), default="offline",
-              show_default=True, help="Weights & Biases mode (offline needs no login or network).")
-@click.option("--hf-model", default="google/vit-base-patch16-224-in21k", show_default=True,
-              help="Pretrained HF ViT: hub id or local directory (for --models hf_vit). A brisc-pretrain output "
-                   "trains with the preset's guided recipe (cpu: 40 epochs, lr 1e-3); any other checkpoint is "
-                   "fine-tuned gently (cpu: 5 epochs, lr 5e-5).")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of train carved out for validation.")
-@click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
-              help="How validation is carved: group keeps look-alike slices (one patient's neighbours) together, so "
-                   "validation does not share patients with train; random draws images (flatters bigger models).")
+@split_options
+@resume_option
+@wandb_option
+@click.option("--hf-model", default=None,
+              help="Pretrained HF ViT: hub id or local directory [default: google/vit-base-patch16-224-in21k when the "
+                   "hub answers, else an MAE encoder pretrained in-domain into the run first, or one made earlier for "
+                   "the same data and split]. A brisc-pretrain output trains with the preset's guided recipe (cpu: 40 "
+                   "epochs, lr 1e-3); any other checkpoint is fine-tuned gently (cpu: 5 epochs, lr 5e-5).")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: preset].")
-@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX when the preset asks; "
-                   "elsewhere fp32, since emulated bf16 is several times slower].")
+@bf16_option
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Start each model from the best weights of this run folder (same architecture), e.g. to fine-tune; "
                    "or start the home-made ViT from a brisc-pretrain output (its encoder; head and registers new).")
 @click.option("--set", "overrides", multiple=True, metavar="MODEL.KEY=VALUE",
               help="Change one field of the preset's architecture or recipe (repeatable), e.g. --set vit.depth=8 "
                    "--set vit.drop_path=0 --set vit.augment.rotation=5 --set vit.augment.scale=0.8,1.2.")
-def main(data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
+def main(data_arg, data, models, out, preset, epochs, batch_size, lr, device, seed, resume, wandb_mode, hf_model,
          val_fraction, split, workers, bf16, init, overrides) -> None:
     """Train and compare brisc's models on BRISC 2025; writes checkpoints, comparison.md/json and figures to --out.
 
-    Research use only: not a medical device."""
-    opts = RunOptions(data=data or default_data_root(), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
+    \b
+    brisc-train                                   # all three models, default data, a new run folder
+    brisc-train --models vit --preset cpu --out artifacts/runs/vit
+    torchrun --nproc_per_node=2 -m brisc.train.cli --models vit --out artifacts/runs/ddp
+
+    With no arguments on 2 CPU cores: about 3 to 3.5 hours (ViT, MAE pretraining, HF ViT, SAE). Research use only:
+    not a medical device."""
+    if out is None:
+        out = default_out()
+        click.echo(f"brisc-train: run folder {out}", err=True)
+    opts = RunOptions(data=data_folder(data_arg, data), out=out, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                       preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       resume=resume, wandb=wandb_mode, hf_model=hf_model, val_fraction=val_fraction, split=split,
                       workers=workers, bf16=bf16, overrides=overrides, init=init)

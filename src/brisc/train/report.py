@@ -56,7 +56,10 @@ def markdown(comp: dict) -> str:
              "ECE (T): after the temperature fitted on validation, measured there; cross-fitted: the temperature "
              "fitted on one half of validation, the ECE measured on the other (both ways, averaged). Floor: the ECE a "
              "perfectly calibrated model with the same confidences scores on all of validation / on a half (ECE is "
-             "biased upward on small sets).", "",
+             "biased upward on small sets)."]
+    if run.get("hf_model_source"):
+        lines.append(f"The HF ViT started from `{Path(str(run.get('hf_model'))).name}`: {run['hf_model_source']}.")
+    lines += ["",
              "| model | params | train time | train img/s | infer img/s | val acc | val macro-F1 | val AUC | ECE | ECE (T) "
              "| ECE (T, cross-fitted) | floor (all / half) | T |"
              + (" test acc | test macro-F1 |" if any("test_accuracy" in r for r in comp["models"]) else ""),
