@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from brisc.inference.outdir import SUMMARY_JSON
 from common import table
 
 _CHILD = r"""
@@ -36,7 +38,10 @@ def _folder(images: list[Path], n: int, root: Path) -> Path:
     d.mkdir()
     for i in range(n):
         src = images[i % len(images)]
-        os.symlink(src.resolve(), d / f"{i:05d}_{src.name}")  # repeats are distinct files to brisc-infer
+        if i < len(images):
+            os.symlink(src.resolve(), d / f"{i:05d}_{src.name}")
+        else:  # a repeat is a copy: brisc-infer classifies each real file once, however many links name it
+            shutil.copyfile(src, d / f"{i:05d}_{src.name}")
     return d
 
 
@@ -44,7 +49,7 @@ def infer(folder: Path, model: str, heatmaps: bool, out: Path) -> dict:
     args = [str(folder), "--model", model, "--out", str(out), "--quiet"] + (["--heatmaps"] if heatmaps else [])
     r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
     child = json.loads(r.stdout.strip().splitlines()[-1])
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads((out / SUMMARY_JSON).read_text())
     if not s["classified_this_run"]:
         raise RuntimeError(f"brisc-infer classified nothing in {folder} (see {out / 'errors.csv'})")
     drawn = [p for sub in ("heatmaps", "thumbnails") if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()]

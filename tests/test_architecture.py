@@ -6,8 +6,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "brisc"
 
 # Layer of each top-level part of the package; a module may import its own layer and the ones below.
-LAYERS = {"core": 0, "train": 1, "inference": 1, "export": 2, "studies": 3, "apps": 4}
-APPS = {"demo", "data_cli"}  # command shells over the layers below
+LAYERS = {"core": 0, "train": 1, "inference": 1, "export": 2, "apps": 4}
+APPS = {"demo", "data_cli", "cli"}  # command shells over the layers below (cli: the `brisc` group)
 FORBIDDEN = {"inference": {"torch", "torchvision", "transformers", "brisc.train", "brisc.export"},  # torch-free
              "core": {"torch", "torchvision", "transformers"}}
 

@@ -196,7 +196,7 @@ def test_overrides_parse_by_declared_type_and_leave_the_preset_alone():
     s, _ = apply_overrides("sae", preset_config("sae", "cpu"), TRAIN_PRESETS["cpu"]["sae"], items)
     assert s.hidden == (512, 64)  # tuple[int, ...]: any length
     m2, _ = apply_overrides("vit", vit, train, [parse_item("vit.depth=8"), parse_item("vit.depth=3")])
-    assert m2.depth == 3  # in order: a later item wins (scripts/vit_sweep.sh relies on it)
+    assert m2.depth == 3  # in order: a later item wins (experiments/vit_sweep.sh relies on it)
     assert apply_overrides("hf_vit", None, TRAIN_PRESETS["cpu"]["hf_vit"], [parse_item("hf_vit.lr=1e-5")])[1].lr == 1e-5
 
 
@@ -213,7 +213,8 @@ def test_hf_vit_recipe_follows_where_its_checkpoint_was_pretrained(tmp_path):
     downloaded.mkdir()
 
     def hf_recipe(hf_model, **kw):
-        opts = RunOptions(data=tmp_path, out=tmp_path / "run", models=("hf_vit",), hf_model=str(hf_model), **kw)
+        opts = RunOptions(data=tmp_path, out=tmp_path / "run", models=("hf_vit",), hf_model=str(hf_model),
+                          **{"preset": "cpu", **kw})  # run_training picks cpu or gpu by the device; here, cpu
         return replace(recipes(opts, "cpu")["hf_vit"][1], bf16=TRAIN_PRESETS[opts.preset]["hf_vit"].bf16)  # per CPU
 
     assert hf_recipe(mae) == TRAIN_PRESETS["cpu"]["hf_vit"] and hf_recipe(mae).guide_weight > 0

@@ -23,6 +23,8 @@ import numpy as np
 from brisc.metrics import roc_auc
 
 SCORES = ("mahalanobis", "relative_mahalanobis", "energy", "max_logit", "max_probability")
+# The exported graphs' default, chosen on the measurements in docs/results.md ("Out-of-distribution scans").
+DEFAULT_SCORE = "mahalanobis"
 FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis")  # the ones that need GaussianStats
 FLAG_RATE = 0.05  # the share of in-distribution validation scans the threshold may flag
 RIDGE = 1e-3  # shrinkage added to the covariance's diagonal, relative to its mean variance: bounds the condition number

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from brisc.ood import DEFAULT_SCORE, SCORES
+
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 
 
@@ -38,7 +40,7 @@ class ExportOptions:
     opset: int = 18
     full_attention: bool = False
     heatmap: str | None = None  # the ViTs' recommended map (HeatmapSpec); None: the model's own best (default_heatmap)
-    ood_score: str = "mahalanobis"  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
+    ood_score: str = DEFAULT_SCORE  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
 
 
 def _validate(opts: ExportOptions) -> list[str]:
@@ -242,8 +244,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
               help="The ViTs' recommended `heatmap` output: rollout, rollout:start=K, rollout:max, cls, cls:layer=K, "
                    "cls:layer=K:max (layers from 1) [default: the guided layer's [CLS] attention for a mask-guided "
                    "ViT, rollout otherwise]. The `rollout` output stays plain rollout.")
-@click.option("--ood-score", default="mahalanobis", show_default=True,
-              type=click.Choice(["mahalanobis", "relative_mahalanobis", "energy", "max_logit", "max_probability", "none"]),
+@click.option("--ood-score", default=DEFAULT_SCORE, show_default=True, type=click.Choice([*SCORES, "none"]),
               help="The graph's `ood_score` output (higher = less like the training scans); its threshold, set on "
                    "validation to flag at most 5%, goes into the model card.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

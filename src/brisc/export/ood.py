@@ -25,9 +25,6 @@ from brisc.imageio import ImageLoadError, load
 from brisc.ood import FEATURE_SCORES, FLAG_RATE, SCORES, GaussianStats, evaluate, fit_gaussians, threshold_for
 from brisc.runfolder import RunFolder
 
-# Chosen on the measurements in docs/results.md ("Out-of-distribution scans"): the best AUROC on the project's
-# OOD evaluation set among the scores of brisc.ood, for the shipped ViT.
-DEFAULT_SCORE = "mahalanobis"
 FEATURE = {"vit": "the final-norm [CLS] token (the head's input)", "hf_vit": "the final-norm [CLS] token",
            "sae": "the top encoder's code (the head's input)"}
 

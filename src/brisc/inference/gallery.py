@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from brisc.fsio import write_text_atomic
+from brisc.inference.outdir import GALLERY_HTML
 from brisc.sidecar import ModelCard
 
 PAGE_SIZE = 60
@@ -284,6 +285,6 @@ def write_gallery(out: Path, rows: list[dict], card: ModelCard, summary: dict | 
             .replace("__ACCURACY__", html.escape(accuracy, quote=False)).replace("__MASKS__", mask_text)
             .replace("__CONFUSION__", confusion).replace("__PERCLASS__", perclass).replace("__PAGE__", str(PAGE_SIZE))
             .replace("__DATA__", script_json(data)))
-    path = out / "index.html"
+    path = out / GALLERY_HTML
     write_text_atomic(path, page)
     return path

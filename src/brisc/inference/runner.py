@@ -25,7 +25,7 @@ from brisc.fsio import write_json_atomic
 from brisc.errors import OutOfSpaceError
 from brisc.inference.heatmap import occlusion_maps
 from brisc.inference.inputs import Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, prefetch
-from brisc.inference.outdir import SUMMARY_JSON
+from brisc.inference.outdir import GALLERY_HTML, SUMMARY_JSON
 from brisc.inference.plan import (check_resume, faithfulness_keys, file_sha256, in_distribution, ood_threshold,
                                   skipped_text)
 from brisc.inference.outputs import Writer, render
@@ -292,7 +292,7 @@ class BatchRun:
         if self.opts.heatmaps:
             from brisc.inference.gallery import write_gallery
 
-            summary["gallery"] = "index.html"
+            summary["gallery"] = GALLERY_HTML
             write_json_atomic(self.out / SUMMARY_JSON, summary)
             write_gallery(self.out, rows, self.sess.card, summary)
         return summary

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import brisc
 from brisc import CLASSES
-from brisc.data import Sample, Splits
+from brisc.data import Splits
 from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, cross_fitted_ece, ece_floors, fit_temperature, softmax
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
@@ -39,7 +39,7 @@ from brisc.train.batches import TensorBatches
 from brisc.train.config import TrainConfig
 from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
-from brisc.train.explain import explanation_maps, score_maps, summarise
+from brisc.train.explain import explanation_quality
 from brisc.train.distill import distillation_loss, load_teacher
 from brisc.train.guidance import guidance_loss, resolve_layers
 from brisc.train.mixing import CUTMIX_PATCH, mixed_cross_entropy, patch_cutmix
@@ -356,23 +356,8 @@ def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainCo
         t_logits, t_y, _ = evaluate(model, ScanDataset(splits.test, val_ds.transform, PREP), cfg=cfg, env=env)
         metrics["test"] = classification_metrics(t_logits, t_y, temperature)  # reported, never used to select
     if env.is_main:
-        metrics["explanations"] = explanation_quality(model, splits.val, env=env)
+        metrics["explanations"] = explanation_quality(model, splits.val, device=env.device)
         tracker.summary({"val/accuracy": cal["accuracy"], "val/macro_f1": cal["macro_f1"], "val/ece": cal["ece"],
                          "temperature": temperature})
         tracker.log_confusion("val/confusion", y, logits.argmax(1), CLASSES)
     return metrics
-
-
-def explanation_quality(model, samples: list[Sample], *, env: DistEnv, batch: int = 16) -> dict:
-    """Pointing game and energy-in-mask of each explanation method on the validation tumour masks."""
-    with_mask = [s for s in samples if s.mask]
-    if not with_mask:
-        return {}
-    ds = ScanDataset(with_mask, eval_transform(PREP), PREP)
-    rows: dict[str, list] = {}
-    for i in range(0, len(ds), batch):
-        chunk = list(range(i, min(i + batch, len(ds))))
-        x = torch.stack([ds[j][0] for j in chunk]).to(env.device)
-        for method, maps in explanation_maps(model, x).items():
-            rows.setdefault(method, []).extend(score_maps(maps, [with_mask[j] for j in chunk]))
-    return {method: summarise(r) for method, r in rows.items()}

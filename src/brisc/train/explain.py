@@ -1,15 +1,26 @@
-"""Explanation maps of the PyTorch models, scored against BRISC tumour masks.
+"""Explanation maps of the PyTorch models, scored against BRISC tumour masks; and the study of which map points at
+the lesion:
 
-The maps are computed from the model's named outputs with the numpy reference functions in
-``brisc.maps`` (the same ones the exported graphs are tested against).
+    python -m brisc.train.explain --run artifacts/runs/brisc-cpu [--model vit] [--limit N]
+
+prints a markdown table (pointing game, energy in mask, beside the mask area as the chance level) for plain rollout,
+rollout started at a later layer, rollout with max head fusion, and every layer's [CLS] attention (mean and max over
+heads), from the PyTorch model's full attention on the run's validation tumour images. The maps are computed from the
+model's named outputs with the numpy reference functions in ``brisc.maps`` (the ones the exported graphs are tested
+against).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import click
 import numpy as np
 import torch
 
 from brisc.data import Sample, load_mask
+from brisc.fsio import write_json_atomic
+from brisc.kinds import KINDS, MODEL_KINDS
 from brisc.faithfulness import perturbation_curves, random_maps, rank_correlation, summarise_curves
 from brisc.maps import cls_map, resize_map, rollout
 from brisc.metrics import energy_in_mask, pointing_chance, pointing_game
@@ -105,3 +116,82 @@ def randomisation_check(model: torch.nn.Module, images: np.ndarray, method: str,
         corr = rank_correlation(ref, explanation_maps(rand, x)[method])
         rows.append({"randomised": "head" + (f" + top {k} layers" if k else ""), "rank_correlation": float(np.mean(corr))})
     return rows
+
+
+def explanation_quality(model, samples: list[Sample], *, device, batch: int = 16) -> dict:
+    """Pointing game and energy-in-mask of each explanation method on the validation tumour masks."""
+    with_mask = [s for s in samples if s.mask]
+    if not with_mask:
+        return {}
+    from brisc.imageio import DEFAULT as PREP
+    from brisc.train.dataset import ScanDataset, eval_transform
+
+    ds = ScanDataset(with_mask, eval_transform(PREP), PREP)
+    rows: dict[str, list] = {}
+    for i in range(0, len(ds), batch):
+        chunk = list(range(i, min(i + batch, len(ds))))
+        x = torch.stack([ds[j][0] for j in chunk]).to(device)
+        for method, maps in explanation_maps(model, x).items():
+            rows.setdefault(method, []).extend(score_maps(maps, [with_mask[j] for j in chunk]))
+    return {method: summarise(r) for method, r in rows.items()}
+
+
+def variants(att: np.ndarray, prefix: int = 1) -> dict[str, np.ndarray]:
+    """[B, L, H, N, N] ([CLS], prefix - 1 registers, patches) -> name -> [B, g, g] maps in [0, 1]."""
+    L = att.shape[1]
+    rows = att[:, :, :, 0, prefix:]
+    out = {"rollout (plain)": rollout(att, prefix=prefix)}
+    for s in range(1, L):
+        out[f"rollout from layer {s + 1}"] = rollout(att, start_layer=s, prefix=prefix)
+    out["rollout, max over heads"] = rollout(att, head_fusion="max", prefix=prefix)
+    for layer in range(L):
+        for fusion in ("mean", "max"):
+            out[f"[CLS] attention layer {layer + 1}, {fusion} of heads"] = cls_map(rows, layer=layer, head_fusion=fusion)
+    return out
+
+
+def study(run: Path, kind: str = "vit", limit: int | None = None, batch: int = 16) -> dict[str, dict]:
+    from brisc.data import discover
+    from brisc.imageio import load
+    from brisc.runfolder import RunFolder
+    from brisc.train.checkpoint import load_model
+
+    model = load_model(run, kind)
+    rf = RunFolder(run)
+    val, data = set(rf.val_paths()), rf.data_root(kind)
+    samples: list[Sample] = [s for s in discover(data).samples if s.path in val and s.mask]
+    samples = sorted(samples, key=lambda s: s.path)[:limit]
+    rows: dict[str, list] = {}
+    for i in range(0, len(samples), batch):
+        chunk = samples[i:i + batch]
+        x = torch.from_numpy(np.stack([load(s.path) for s in chunk]))
+        with torch.no_grad():
+            att = torch.stack(model(x, output_attentions=True).attentions, 1).float().numpy()
+        for name, maps in variants(att, model.num_prefix_tokens).items():
+            rows.setdefault(name, []).extend(score_maps(maps, chunk))
+    return {name: summarise(r) for name, r in rows.items()}
+
+
+def markdown(results: dict[str, dict]) -> str:
+    lines = ["| map | images | pointing game | chance | energy in mask | mask area (chance) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['n']} | {r['pointing_game']:.3f} | {r['pointing_chance']:.3f} | "
+                     f"{r['energy_in_mask']:.3f} | {r['mask_area_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", default="vit", show_default=True,
+              type=click.Choice([k for k in MODEL_KINDS if KINDS[k].attention]))
+@click.option("--limit", type=int, default=None, help="At most this many validation tumour images.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the numbers here.")
+def main(run: Path, model: str, limit: int | None, json_out: Path | None) -> None:
+    res = study(run, model, limit)
+    if json_out:
+        write_json_atomic(json_out, res)
+    click.echo(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

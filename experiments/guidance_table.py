@@ -1,6 +1,6 @@
 """The mask-guidance ablation as one table: accuracy, calibration, where the maps point, and whether they are faithful.
 
-    python scripts/guidance_table.py artifacts/runs/ablation/* [--methods cls:layer=3,cls] [--faithfulness 100]
+    python experiments/guidance_table.py artifacts/runs/ablation/* [--methods cls:layer=3,cls] [--faithfulness 100]
         [--sanity 16] [--json out.json]
 
 For each run (its home-made ViT): validation accuracy, macro-F1 and ECE after temperature (metrics.json); for each

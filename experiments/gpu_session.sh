@@ -4,7 +4,7 @@
 #
 #   python3 ../shared/tools/gpu-pack.py .gpu/data                       # here: a 224-px copy, ~32 MiB
 #   python scripts/carry_split.py --run artifacts/runs/group-v3 .gpu/data   # ... with group-v3's validation split
-#   bash scripts/gpu_session.sh                                           # there, carrying .gpu
+#   bash experiments/gpu_session.sh                                           # there, carrying .gpu
 #
 # DRY=1 runs the same steps with the tiny presets on the CPU in a minute or two (a check before spending GPU time).
 LIMIT=${LIMIT:-390}  # seconds for each training, so that everything is packed before the call's own limit

@@ -3,9 +3,9 @@
 # the cpu preset as it is (mask guidance toward the unblurred mask, 4 registers) against one change at a time, all on
 # the same short budget (6 epochs, 1 warmup; ~10 min each on 2 cores). A 6-epoch screen favours what fits fastest:
 # confirm a winner on the full schedule.
-# Usage: bash scripts/group_screen.sh [OUT_ROOT]   (default artifacts/runs/screen; a finished run is kept;
+# Usage: bash experiments/group_screen.sh [OUT_ROOT]   (default artifacts/runs/screen; a finished run is kept;
 #        NAMES="c0-base c1-conv-stem" runs a subset; TEACHER=RUN/KIND for c3, default the group-split cpu run's ViT).
-#        Table: python scripts/guidance_table.py OUT_ROOT/c* --methods cls
+#        Table: python experiments/guidance_table.py OUT_ROOT/c* --methods cls
 set -euo pipefail
 root=${1:-artifacts/runs/screen}
 teacher=${TEACHER:-artifacts/runs/group-v3/vit}
@@ -22,4 +22,4 @@ for name in $names; do
   # shellcheck disable=SC2086
   python -m brisc.train.cli "${short[@]}" ${variants[$name]} --out "$root/$name" --resume
 done
-python scripts/guidance_table.py "$root"/c* --methods cls --json "$root/table.json"
+python experiments/guidance_table.py "$root"/c* --methods cls --json "$root/table.json"

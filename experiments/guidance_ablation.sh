@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mask-guidance ablation for the home-made ViT on real BRISC (docs/results.md, "Maps that point at the tumour"):
-# the cpu recipe on a short budget (6 epochs, 1 warmup), switched on one at a time, then the table (scripts/guidance_table.py).
-# Usage: bash scripts/guidance_ablation.sh [OUT_ROOT]   (default artifacts/runs/ablation; a finished run is kept;
+# the cpu recipe on a short budget (6 epochs, 1 warmup), switched on one at a time, then the table (experiments/guidance_table.py).
+# Usage: bash experiments/guidance_ablation.sh [OUT_ROOT]   (default artifacts/runs/ablation; a finished run is kept;
 #        NAMES="a0-base a2-guide" runs a subset). The runs use the random split of the reference run they compare with.
 set -euo pipefail
 root=${1:-artifacts/runs/ablation}
@@ -22,4 +22,4 @@ for name in $names; do
   # shellcheck disable=SC2086
   brisc-train "${short[@]}" ${variants[$name]} --out "$root/$name" --resume
 done
-python scripts/guidance_table.py "$root"/a* --json "$root/table.json"
+python experiments/guidance_table.py "$root"/a* --json "$root/table.json"

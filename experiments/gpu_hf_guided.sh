@@ -6,7 +6,7 @@
 #
 #   python3 ../shared/tools/gpu-pack.py .gpu/data && python scripts/carry_split.py --run artifacts/runs/group-v3 .gpu/data
 #   mkdir -p .gpu/mae && cp artifacts/runs/mae-cpu/{config.json,model.safetensors} .gpu/mae/
-#   bash scripts/gpu_hf_guided.sh                                       # there, carrying .gpu
+#   bash experiments/gpu_hf_guided.sh                                       # there, carrying .gpu
 #
 # DRY=1 runs the same steps on synthetic data with the tiny preset on the CPU (a check before spending GPU time).
 LIMIT=${LIMIT:-330}  # seconds for each training, so that everything is packed before the call's own limit

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Screening sweep for the home-made ViT on real BRISC (docs/results.md, "Tuning the ViT"): one change at a time
 # against the first cpu recipe, each on the same short budget (6 epochs, 1 warmup) so four fit in an hour on 2 cores.
-# Usage: bash scripts/vit_sweep.sh [OUT_ROOT]   (default artifacts/runs/sweep; a finished run is kept, not redone)
+# Usage: bash experiments/vit_sweep.sh [OUT_ROOT]   (default artifacts/runs/sweep; a finished run is kept, not redone)
 set -euo pipefail
 root=${1:-artifacts/runs/sweep}
 # The first cpu recipe's augmentation, spelled out (the preset now holds the sweep's winner); later --set items win.

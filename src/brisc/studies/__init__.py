@@ -1,1 +1,0 @@
-"""Studies over trained runs (they read run folders and exported graphs; nothing below imports them)."""
