@@ -79,7 +79,7 @@ def run(model: str, data: Path, n_small: int = 1000, n_large: int = 5000) -> str
             + table(["input", "end-to-end img/s", "model-only img/s", "end-to-end / model-only",
                      f"img/s / the plain {n_small} run", "heatmap KB a scan", "peak RSS MB"], rows)
             + "\n\nModel-only img/s is the time inside `session.run` in the same run. Batch 32, 2 decode threads. "
-              "Heatmap KB: the overlay JPEG and thumbnail written by default.\n")
+              "Heatmap KB: the attention PNG and the JPEG thumbnail written by default.\n")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,27 @@ def test_long_modules_say_why_at_the_top():
         if len(lines) > 300:
             head = "\n".join(lines[:15]).lower()
             assert "long on purpose" in head, f"{name}: {len(lines)} lines without 'long on purpose: <why>' at its top"
+
+
+def test_each_cli_and_its_options_dataclass_agree():
+    """Every option of brisc-train, brisc-export and brisc-infer lands in its options dataclass, and every field
+    of the dataclass has its option: the two spellings cannot drift apart."""
+    from dataclasses import fields
+
+    from brisc.export.cli import ExportOptions
+    from brisc.export.cli import main as export_main
+    from brisc.inference.cli import main as infer_main
+    from brisc.inference.runner import InferOptions
+    from brisc.train.cli import RunOptions
+    from brisc.train.cli import main as train_main
+
+    # CLI parameter -> dataclass field, where the names differ; None: a CLI-only switch (output, device, session)
+    cases = [
+        (train_main, RunOptions, {"data_arg": "data", "wandb_mode": "wandb"}),
+        (export_main, ExportOptions, {"fmt": "format"}),
+        (infer_main, InferOptions, {"scans": "inputs", "model": None, "threads": None, "device": None, "quiet": None}),
+    ]
+    for cli, opts, renamed in cases:
+        params = {renamed.get(p.name, p.name) for p in cli.params} - {None}
+        names = {f.name for f in fields(opts)}
+        assert params == names, (cli.name, params ^ names)

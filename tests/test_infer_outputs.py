@@ -117,3 +117,16 @@ def test_cli_colour_maps_are_the_renderers_and_panels_need_heatmaps(tiny_export,
     scans = synth_root / "classification_task" / "test" / "glioma"
     run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", tmp_path / "o", "--panels")  # implies it
     assert len(list((tmp_path / "o" / "heatmaps").rglob("*.panel.png"))) == 3 and (tmp_path / "o" / "index.html").is_file()
+
+
+def test_panel_colour_bar_fades_to_clear_and_names_the_scan():
+    from brisc.inference.heatmap import overlay, panel, plain_method
+
+    scan = Image.new("L", (200, 200), 40)
+    pn = np.asarray(panel(scan, overlay(scan, np.zeros((14, 14))), label="glioma", probability=0.9,
+                          method="cls:layer=6", name="a/b.jpg", runner_up=("meningioma", 0.05), pointing_hit=True))
+    bar_x = 3 * 12 + 2 * 448 + 9  # the bar's middle column: pad 12, two 448-px images
+    bottom, top = pn[64 + 447, bar_x].astype(int), pn[64, bar_x].astype(int)
+    assert np.abs(bottom - 128).max() <= 2  # clear at "min": mid-grey, as low values are drawn
+    assert np.abs(top - 128).max() > 40  # the colour at "max"
+    assert "layer 6" in plain_method("cls:layer=6") and "cls" not in plain_method("cls:layer=6")

@@ -52,7 +52,8 @@ def test_brisc_train_then_export_as_typed(fresh, synth_root):
     assert f"the newest run is artifacts/runs/{run.name}" in r.stderr
     out = fresh / "artifacts" / "export" / run.name
     card = json.loads((out / "vit.onnx.json").read_text())
-    assert card["heatmap"] == "cls:layer=2"  # the tiny ViT's guided (last) layer, not plain rollout
+    guided = json.loads((run / "vit" / "config.json").read_text())["train"]["guide_weight"] > 0
+    assert card["heatmap"] == ("cls:layer=2" if guided else "rollout")  # the model's own best map
     assert card["ood"]["threshold"] is not None and (out / "hf_vit.onnx").is_file() and (out / "sae.onnx").is_file()
 
 
@@ -77,3 +78,23 @@ def test_brisc_group_names_every_command_and_helps_lightly(fresh):
         assert f"  {name} " in r.stdout
     r = typed("brisc infer --help", fresh)
     assert "--ood-threshold" in r.stdout and "--heatmap-format" in r.stdout
+
+
+def test_what_a_new_user_reads_on_the_console_and_in_the_table(fresh, tiny_export):
+    one = fresh / "one-class"
+    (one / "glioma").mkdir(parents=True)
+    for p in sorted((fresh / "scans").glob("*_gl_*.jpg"))[:2] + sorted((fresh / "scans").glob("*.jpg"))[:3]:
+        shutil.copy(p, one / "glioma" / p.name)
+    sidecar = f"{tiny_export / 'vit.onnx'}.json"  # the card named instead of the model: taken as its model
+    r = typed(f"brisc-infer {one} --model {sidecar} --out o1 --batch-size 4", fresh)
+    n = len(list((one / "glioma").iterdir()))
+    assert f"{n}/{n}" in r.stderr  # the bar ends at the total, not at the last full batch
+    assert "over the one class present (glioma)" in r.stderr
+    for row in prediction_rows(fresh / "o1"):
+        assert all(len(repr(v).split(".")[-1]) <= 6 for v in row["probabilities"].values())  # 6 decimals, not 16
+
+
+@pytest.mark.parametrize("cmd", ["brisc-train", "brisc-export", "brisc-infer", "brisc-data", "brisc-synth", "brisc-pretrain"])
+def test_every_help_has_an_example(fresh, cmd):
+    r = typed(f"{cmd} --help", fresh)
+    assert "\n  brisc-" in r.stdout or "\n  brisc " in r.stdout, r.stdout[:400]

@@ -181,7 +181,7 @@ def test_links_into_out_are_never_read_and_linked_folders_are_followed_once(tiny
     out = tmp_path / "o"
     m = tiny_export / "vit.onnx"
     infer(m, base / "glioma", "--out", out, "--heatmaps")
-    overlay = next((out / "heatmaps").rglob("*.jpg"))
+    overlay = next((out / "heatmaps").rglob("*.png"))
     os.symlink(overlay, base / "glioma" / "link.jpg")  # 10: a link into --out/heatmaps
     os.symlink(base / "pituitary", base / "glioma" / "more")  # 11: a linked folder is followed...
     os.symlink(base / "glioma", base / "glioma" / "loop")  # ...and a loop back to the folder is not walked twice
@@ -282,3 +282,13 @@ def test_names_a_spreadsheet_would_run_are_quoted_in_the_csv_only(tiny_export, G
     table = {row["path"] for row in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
     assert table == {"'=cmd.jpg", "'+1.jpg", "'-x.jpg", "'@a.jpg"}
     assert {row["path"] for row in prediction_rows(out)} == {"=cmd.jpg", "+1.jpg", "-x.jpg", "@a.jpg"}
+
+
+def test_resume_with_panels_added_draws_the_missing_panels(tiny_export, base, tmp_path):
+    out = tmp_path / "o"
+    m = tiny_export / "vit.onnx"
+    infer(m, base / "glioma", "--out", out, "--heatmaps")
+    r = run_cli(INFER, base / "glioma", "--model", m, "--out", out, "--resume", "--panels")
+    assert "classified 3 scans this run" in r.stderr
+    rows = prediction_rows(out)
+    assert len(rows) == 3 and all(row["panel"] and (out / row["panel"]).is_file() for row in rows)

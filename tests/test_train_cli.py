@@ -235,8 +235,10 @@ def test_guided_distilled_run_with_registers_conv_stem_and_cutmix_records_its_re
     assert all(h["guide_loss"] > 0 for h in hist)
     expl = json.loads((out / "vit" / "metrics.json").read_text())["explanations"]
     assert {"rollout", "cls", "cls:layer=1", "cls:layer=2"} <= set(expl)
-    run_cli("brisc.export.cli", "--run", out, "--out", tmp_path / "export", "--heatmap", "cls:layer=2")
+    run_cli("brisc.export.cli", "--run", out, "--out", tmp_path / "export")  # no --heatmap: the model's own best
     assert (tmp_path / "export" / "vit.onnx").stat().st_size > 0  # the export's own check compared it with PyTorch
+    card = json.loads((tmp_path / "export" / "vit.onnx.json").read_text())
+    assert card["heatmap"] == "cls:layer=2"  # the last guided layer's [CLS] attention, not plain rollout
 
 
 def test_init_starts_from_another_runs_weights_and_refuses_another_architecture(resume_data, tmp_path):

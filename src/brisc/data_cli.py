@@ -48,7 +48,11 @@ def _print_text(r: dict) -> None:
 @click.option("--split", "method", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
               help="group: whole groups of look-alike slices (one patient's neighbours) go to one side; random: per image.")
 def main(root: str | None, as_json: bool, val_fraction: float, seed: int, method: str) -> None:
-    """Report what a BRISC 2025 folder holds (default: $BRISC_DATA or ../shared/data/brisc2025)."""
+    """Report what a BRISC 2025 folder holds (default: $BRISC_DATA or ../shared/data/brisc2025).
+
+    \b
+    brisc-data                               # the default data: layout, counts, masks, the validation split
+    brisc-data path/to/brisc2025 --json      # the same as JSON"""
     from brisc.errors import one_line_errors
 
     with one_line_errors("brisc-data"):

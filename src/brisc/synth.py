@@ -217,7 +217,12 @@ def generate(out: str | Path, *, per_class: int = 20, test_per_class: int | None
 @click.option("--seed", default=0, show_default=True)
 @click.option("--size", default=256, show_default=True, help="Image side in pixels.")
 def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size: int) -> None:
-    """Write a synthetic BRISC 2025 dataset (release layout, with masks) to OUT."""
+    """Write a synthetic BRISC 2025 dataset (release layout, with masks) to OUT, a new or empty folder (or an earlier
+    synthetic one): its phantoms carry real-looking BRISC names, so it never writes beside real scans.
+
+    \b
+    brisc-synth artifacts/synth --per-class 20 --seed 0
+    brisc-train artifacts/synth --preset tiny        # then train on it"""
     if per_class < 1 or size < 32:
         click.echo("brisc-synth: error: --per-class must be >= 1 and --size >= 32", err=True)
         sys.exit(2)

@@ -10,7 +10,6 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,10 +18,8 @@ from brisc import CLASSES
 from brisc.fsio import atomic_path
 from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
+from brisc.inference.options import InferOptions
 from brisc.inference.outdir import ERRORS_CSV, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV
-
-if TYPE_CHECKING:
-    from brisc.inference.runner import InferOptions
 
 
 # The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
@@ -192,7 +189,7 @@ def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:
         _atomic_save(img, path, "JPEG", quality=JPEG_QUALITY)
 
 
-def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: "InferOptions",
+def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: InferOptions,
             mask: np.ndarray | None = None):
     """Write one scan's overlay and thumbnail (and panel, raw map when asked); sets row['heatmap'] and
     row['thumbnail']. -> None or (key, error)."""

@@ -13,7 +13,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 import errno
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,32 +28,12 @@ from brisc.inference.inputs import Collected, Decoded, Item, check_inputs, colle
 from brisc.inference.outdir import GALLERY_HTML, SUMMARY_JSON
 from brisc.inference.plan import (check_resume, faithfulness_keys, file_sha256, in_distribution, ood_threshold,
                                   skipped_text)
+from brisc.inference.options import InferOptions
 from brisc.inference.outputs import Writer, render
 from brisc.inference.session import InferenceError, ModelSession
 from brisc.inference.summary import summarise
 from brisc.maps import cls_map, resize_map
 from brisc.metrics import energy_in_mask, pointing_chance, pointing_game
-
-
-@dataclass(frozen=True, kw_only=True)
-class InferOptions:
-    inputs: tuple[str, ...]
-    out: Path = Path("brisc-out")
-    heatmaps: bool = False
-    explain: str = "auto"  # auto | rollout | cls | occlusion
-    masks: Path | None = None
-    batch_size: int = 32
-    recursive: bool = True
-    resume: bool = False
-    overwrite: bool = False
-    panels: bool = False  # with heatmaps: also the side-by-side panel PNG (~210 KB a scan)
-    save_maps: bool = False  # with heatmaps: also the raw 14x14 map as .npy
-    cmap: str = "viridis"
-    alpha: float = 0.6  # the overlay's opacity at the map's peak (it fades to clear where the map is low)
-    workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
-    faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
-    ood_threshold: float | None = None  # flag scans with ood_score above it; None: the model card's threshold
-    heatmap_format: str = "png"  # outputs.HEATMAP_FORMATS: the overlay as a palette PNG, or a JPEG
 
 
 def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:

@@ -1,0 +1,28 @@
+"""What one brisc-infer run is asked to do: ``InferOptions``, read by the runner and the writers alike (the CLI
+builds it from its options; a test keeps the two in step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferOptions:
+    inputs: tuple[str, ...]
+    out: Path = Path("brisc-out")
+    heatmaps: bool = False
+    explain: str = "auto"  # auto | rollout | cls | occlusion
+    masks: Path | None = None
+    batch_size: int = 32
+    recursive: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    panels: bool = False  # with heatmaps: also the side-by-side panel PNG (~210 KB a scan)
+    save_maps: bool = False  # with heatmaps: also the raw 14x14 map as .npy
+    cmap: str = "viridis"
+    alpha: float = 0.6  # the overlay's opacity at the map's peak (it fades to clear where the map is low)
+    workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
+    faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
+    ood_threshold: float | None = None  # flag scans with ood_score above it; None: the model card's threshold
+    heatmap_format: str = "png"  # outputs.HEATMAP_FORMATS: the overlay as a palette PNG, or a JPEG
