@@ -183,8 +183,9 @@ def heatmap_paths(out: Path, it: Item, fmt: str = "png") -> dict[str, Path]:
 
 
 def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:
-    if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes
-        _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG")
+    if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes; zlib level 1
+        # halves the encode time for ~10% more bytes (the cores are shared with the model: docs/benchmarks.md)
+        _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG", compress_level=1)
     else:
         _atomic_save(img, path, "JPEG", quality=JPEG_QUALITY)
 
