@@ -132,7 +132,9 @@ def test_ctrl_c_and_sigterm_write_what_is_done_and_exit_128_plus_signal(tiny_exp
     args = [sys.executable, "-m", INFER, str(data / "classification_task" / "train"), "--model",
             str(tiny_export / "vit.onnx"), "--out", str(out), "--batch-size", "2", "--heatmaps", "--explain",
             "occlusion", "--quiet"]
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A Ctrl-C at a terminal: SIGINT as the default, even where this test inherits it ignored (a background job)
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     jl = out / "predictions.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None and (not jl.exists() or jl.read_text().count("\n") < 4):
