@@ -1,6 +1,7 @@
 """Every out-of-distribution score of brisc.ood on one trained model: the table in docs/results.md.
 
     python scripts/ood_eval.py --run artifacts/runs/oe-conv [--kind vit] [--json out.json]
+    python scripts/ood_eval.py --graph src/brisc/inference/models/default.onnx      # an exported graph's own flags
 
 Fits the class-conditional Gaussians on the run's training split, sets each score's threshold on validation
 (at most 5% flagged), and reports AUROC and flag rate per kind of outlier: the project's OOD evaluation set
@@ -40,12 +41,39 @@ def trained_kinds(scans: np.ndarray, per_kind: int = 8, seed: int = 12345) -> di
     return out
 
 
+def graph_report(graph: Path) -> None:
+    """An exported graph with its card's threshold (onnxruntime, as brisc-infer runs it): the share of the evaluation
+    set it flags, the images it lets through, and its answer on each MNI152 slice."""
+    from brisc.inference.session import open_session
+
+    sess = open_session(graph)
+    t = sess.card.ood["threshold"]
+
+    def run(x):
+        out = [sess.run(x[i:i + 32], ["probabilities", "ood_score"]) for i in range(0, len(x), 32)]
+        return np.concatenate([o["probabilities"] for o in out]), np.concatenate([o["ood_score"] for o in out])
+
+    ev, _ = evaluation_set()
+    p, s = run(np.stack([o.image for o in ev]))
+    passed = [(o.name, sess.classes[int(q.argmax())], float(q.max())) for o, q, v in zip(ev, p, s) if not v > t]
+    print(f"{graph}: threshold {t:.4g} ({sess.card.ood['score']}); flags {(s > t).mean():.3f} of the {len(ev)} "
+          f"evaluation images; not flagged: " + (", ".join(f"{n} ({c} {q:.3f})" for n, c, q in passed) or "none"))
+    for o, q, v in zip(mni152_slices(), *run(np.stack([o.image for o in mni152_slices()]))):
+        print(f"  {o.name}: {sess.classes[int(q.argmax())]} {q.max():.3f}, ood_score {v:.1f} "
+              + ("flagged" if v > t else "in distribution"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--run", type=Path, default=None)
     ap.add_argument("--kind", default="vit")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--graph", type=Path, default=None, help="report an exported graph's own flags instead")
     a = ap.parse_args()
+    if a.graph is not None:
+        return graph_report(a.graph)
+    if a.run is None:
+        ap.error("--run or --graph")
 
     tm = load_trained(a.run, a.kind)
     model, temperature = tm.model.eval(), float(tm.config.get("temperature", 1.0))

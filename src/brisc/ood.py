@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brisc.metrics import roc_auc
+from brisc.metrics import roc_auc, softmax
 
 SCORES = ("mahalanobis", "relative_mahalanobis", "energy", "max_logit", "max_probability")
 # The exported graphs' default, chosen on the measurements in docs/results.md ("Out-of-distribution scans").
@@ -102,8 +102,7 @@ def score(name: str, *, logits: np.ndarray, features: np.ndarray | None = None,
     if name == "max_logit":
         return -z.max(-1)
     if name == "max_probability":
-        e = np.exp((z - z.max(-1, keepdims=True)) / temperature)
-        return -(e / e.sum(-1, keepdims=True)).max(-1)
+        return -softmax(z, temperature).max(-1)
     raise ValueError(f"unknown OOD score '{name}' (one of: {', '.join(SCORES)})")
 
 

@@ -64,8 +64,6 @@ def _validate(opts: ExportOptions) -> list[str]:
         HeatmapSpec.parse(opts.heatmap or "rollout")
     except ValueError as e:
         raise ExportInputError(f"--heatmap: {e}") from None
-    from brisc.ood import SCORES
-
     if opts.ood_score not in (*SCORES, "none"):
         raise ExportInputError(f"--ood-score {opts.ood_score}: one of {', '.join(SCORES)} or none")
     if opts.format == "onnx" and not MIN_OPSET <= opts.opset <= MAX_OPSET:

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
 @click.option("--heatmaps", is_flag=True,
-              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px, ~10 KB), "
+              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~15 KB a scan with its thumbnail), "
                    "thumbnails/<path>.jpg and index.html (a gallery to filter and sort).")
 @click.option("--heatmap-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
               help="The overlays as palette PNGs or as (smaller) JPEGs.")

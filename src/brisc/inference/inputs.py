@@ -17,8 +17,8 @@ import numpy as np
 
 from brisc.data import label_from_path
 from brisc.fsio import walk_files
-from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, image_frames, image_size,
-                           is_dicom, load_keeping_image)
+from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, image_frames, is_dicom,
+                           load_keeping_image)
 from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
 from brisc.inference.session import InferenceError
 
@@ -175,6 +175,11 @@ def output_names(items: list[Item]) -> list[Item]:
     return [replace(it, out_name=bare[it.rel] if len(owners[bare[it.rel]]) == 1 else it.rel) for it in items]
 
 
+def mask_for(masks: Path, item: Item) -> Path:
+    """The tumour mask that would go with ``item`` in a --masks folder: <scan name without extension>.png."""
+    return masks / (Path(item.rel).stem + ".png")
+
+
 def ground_truth(item: Item) -> str | None:
     """From a BRISC file name, else from the parent folder's name (any class alias)."""
     return label_from_path(item.path)
@@ -198,7 +203,6 @@ class Decoded:
     sha256: str | None = None
     error: str | None = None
     blank: bool = False  # every pixel the same value: classified, and always flagged out of distribution
-    size: tuple[int, int] | None = None  # the scan's own (width, height), that a mask must match
 
 
 def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
@@ -213,7 +217,7 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
             disp = fit(img, OVERLAY_MAX)
         elif display == "panel":
             disp = fit(decode(item.path, frame=frame, size=None), PANEL_MAX)
-        return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()), size=image_size(item.path, frame))
+        return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()))
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)
     except OSError as e:

@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 from brisc.data import classes_in_turn
-from brisc.inference.inputs import Item, ground_truth
+from brisc.inference.inputs import Item, ground_truth, mask_for
 from brisc.inference.session import InferenceError, ModelSession
+
 
 def skipped_text(skipped: list[tuple[str, str]], limit: int = 3) -> str:
     shown = ", ".join(f"{rel} ({why})" for rel, why in skipped[:limit])
@@ -50,7 +51,7 @@ def faithfulness_keys(items: list[Item], opts) -> set[str]:
     (from file or folder names) taken in turn, so that every tumour class is measured, not the first by path."""
     if opts.masks is None or opts.faithfulness <= 0:
         return set()
-    with_mask = [it for it in items if (opts.masks / (Path(it.rel).stem + ".png")).is_file()]
+    with_mask = [it for it in items if mask_for(opts.masks, it).is_file()]
     ordered = classes_in_turn(with_mask, label=ground_truth, path=lambda it: it.key)
     return {it.key for it in ordered[:opts.faithfulness]}
 

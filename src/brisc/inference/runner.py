@@ -8,11 +8,11 @@ killed run rerun ends with every item exactly once.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-import errno
-import os
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,10 +21,12 @@ import numpy as np
 
 from brisc.data import load_mask
 from brisc.faithfulness import auc, perturbation_curves, random_maps
-from brisc.fsio import write_json_atomic
 from brisc.errors import OutOfSpaceError
+from brisc.fsio import write_json_atomic
 from brisc.inference.heatmap import occlusion_maps
-from brisc.inference.inputs import Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, prefetch
+from brisc.imageio import image_size
+from brisc.inference.inputs import (Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, mask_for,
+                                    prefetch)
 from brisc.inference.outdir import GALLERY_HTML, SUMMARY_JSON
 from brisc.inference.plan import (check_resume, faithfulness_keys, file_sha256, in_distribution, ood_threshold,
                                   skipped_text)
@@ -64,7 +66,7 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
         raise InferenceError(f"no images found under {', '.join(opts.inputs)}"
                              + (f" ({len(col.skipped)} other files skipped: {skipped_text(col.skipped)})"
                                 if col.skipped else ""))
-    if opts.masks is not None and not any((opts.masks / (Path(it.rel).stem + ".png")).is_file() for it in col.items):
+    if opts.masks is not None and not any(mask_for(opts.masks, it).is_file() for it in col.items):
         raise InferenceError(f"--masks {opts.masks}: no mask there matches a scan (a mask is <scan name>.png, e.g. "
                              f"{Path(col.items[0].rel).stem + '.png' if col.items else 'scan.png'}): is it the folder "
                              "that holds the masks themselves?")
@@ -174,7 +176,7 @@ class BatchRun:
             row = self._row(d, probs[k], now, None if ood is None else float(ood[k]))
             mask = None
             if maps is not None and self.opts.masks is not None:
-                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]), d.size)
+                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]))
             if maps is not None and self.opts.heatmaps:
                 row["heatmap"] = "pending"
                 renders.append(self.render_pool.submit(render, self.out, d.item, d.display, maps[k], row, self.method,
@@ -218,11 +220,10 @@ class BatchRun:
         self.writer.error(it.key, f"{mp}: {reason}; the scan is classified without mask figures")
         return None
 
-    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int,
-               size: tuple[int, int] | None = None) -> np.ndarray | None:
+    def _score(self, row: dict, it: Item, x: np.ndarray, m: np.ndarray, pred: int) -> np.ndarray | None:
         """Pointing game and energy against the scan's mask; deletion/insertion AUC for the first
         ``--faithfulness`` scans with a mask (29 extra passes each). Returns the mask (None without one)."""
-        mp = self.opts.masks / (Path(it.rel).stem + ".png")
+        mp = mask_for(self.opts.masks, it)
         if not mp.is_file():
             return None
         row["mask"] = mp.name
@@ -230,6 +231,7 @@ class BatchRun:
             mask = load_mask(mp)
         except (OSError, ValueError) as e:  # the scan keeps its row; the mask is this run's error
             return self._mask_error(it, mp, f"unreadable mask ({e})")
+        size = image_size(it.path, it.frame or 0)  # from the header, only for a scan that has a mask
         if size is not None and mask.shape != (size[1], size[0]):
             return self._mask_error(it, mp, f"mask is {mask.shape[1]}x{mask.shape[0]}, the scan {size[0]}x{size[1]}")
         up = resize_map(m, mask.shape)
@@ -268,12 +270,12 @@ class BatchRun:
                             threshold_source="--ood-threshold" if self.opts.ood_threshold is not None else "model card")
         if interrupted is not None:
             summary["interrupted"] = True
+        if self.opts.heatmaps:
+            summary["gallery"] = GALLERY_HTML
         write_json_atomic(self.out / SUMMARY_JSON, summary)
         if self.opts.heatmaps:
             from brisc.inference.gallery import write_gallery
 
-            summary["gallery"] = GALLERY_HTML
-            write_json_atomic(self.out / SUMMARY_JSON, summary)
             write_gallery(self.out, rows, self.sess.card, summary)
         return summary
 
