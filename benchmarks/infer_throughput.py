@@ -45,9 +45,9 @@ def _folder(images: list[Path], n: int, root: Path) -> Path:
     return d
 
 
-def infer(folder: Path, model: str, heatmaps: str | None, out: Path) -> dict:
-    """``heatmaps``: None, or the --heatmap-format (png, the default; jpg)."""
-    args = ([str(folder), "--model", model, "--out", str(out), "--quiet"]
+def infer(folder: Path, model: str, heatmaps: str | None, out: Path, extra: tuple[str, ...] = ()) -> dict:
+    """``heatmaps``: None, or the --heatmap-format (png, the default; jpg); ``extra``: more brisc-infer options."""
+    args = ([str(folder), "--model", model, "--out", str(out), "--quiet", *extra]
             + (["--heatmaps", "--heatmap-format", heatmaps] if heatmaps else []))
     r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
     child = json.loads(r.stdout.strip().splitlines()[-1])

@@ -18,6 +18,7 @@ import gallery_load  # noqa: E402
 import help_time  # noqa: E402
 import infer_throughput  # noqa: E402
 import loader_speed  # noqa: E402
+import ray_engine  # noqa: E402
 import synth_speed  # noqa: E402
 import train_speed  # noqa: E402
 from common import machine  # noqa: E402
@@ -37,6 +38,8 @@ def main() -> None:
         for name in ("vit.onnx", "vit.int8.onnx"):
             if (export / name).is_file():
                 jobs.append((f"brisc-infer with {name}", lambda m=export / name: infer_throughput.run(str(m), data)))
+        if (export / "vit.int8.onnx").is_file():
+            jobs.append(("the Ray engine", lambda: ray_engine.run(str(export / "vit.int8.onnx"), data)))
     else:
         parts.append(f"(No trained run at {run}: model benchmarks skipped. Train one with `brisc-train --preset cpu --out {run}`.)\n")
     Path("docs").mkdir(exist_ok=True)

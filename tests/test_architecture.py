@@ -10,6 +10,7 @@ LAYERS = {"core": 0, "train": 1, "inference": 1, "export": 2, "apps": 4}
 APPS = {"demo", "data_cli", "cli"}  # command shells over the layers below (cli: the `brisc` group)
 FORBIDDEN = {"inference": {"torch", "torchvision", "transformers", "brisc.train", "brisc.export"},  # torch-free
              "core": {"torch", "torchvision", "transformers"}}
+EXTRAS = {"ray", "nibabel", "pydicom"}  # optional extras: imported only inside the functions that need them
 
 
 def layer_of(module: str) -> str:
@@ -53,14 +54,21 @@ def test_no_module_imports_a_layer_above_its_own():
     assert not wrong, "\n".join(wrong)
 
 
-def test_inference_and_the_core_stay_torch_free():
-    """Inference never imports torch; the core only lazily, in functions that training calls (hardware)."""
+def _is(imp: str, banned: set[str]) -> bool:
+    return any(imp == b or imp.startswith(b + ".") for b in banned)
+
+
+def test_inference_and_the_core_stay_torch_free_and_extras_stay_lazy():
+    """Inference never imports torch; the core only lazily, in functions that training calls (hardware); no module
+    imports an optional extra (Ray, nibabel, pydicom) at its top, so `import brisc.inference` works without them.
+    (test_infer runs brisc-infer and checks the same on the modules it actually loaded.)"""
     wrong = []
     for name, path in modules():
         layer = layer_of(name)
         banned = FORBIDDEN.get(layer, set())
-        wrong += [f"{name} imports {imp}" for imp in imports(path, top_level_only=layer == "core")
-                  if any(imp == b or imp.startswith(b + ".") for b in banned)]
+        wrong += [f"{name} imports {imp}" for imp in imports(path, top_level_only=layer == "core") if _is(imp, banned)]
+        wrong += [f"{name} imports the extra {imp} at its top" for imp in imports(path, top_level_only=True)
+                  if _is(imp, EXTRAS)]
     assert not wrong, "\n".join(wrong)
 
 

@@ -30,9 +30,12 @@ def _errors(out):
 
 
 def test_inference_never_imports_torch(tiny_export, synth_root, tmp_path):
+    """The one run-time check (test_architecture checks the source): a brisc-infer run loads neither torch nor
+    training, export or Ray."""
     code = ("import sys\nfrom brisc.inference.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "bad = [m for m in ('torch', 'transformers', 'torchvision', 'brisc.train', 'brisc.export') if m in sys.modules]\n"
+            "bad = [m for m in ('torch', 'transformers', 'torchvision', 'brisc.train', 'brisc.export', 'ray') "
+            "if m in sys.modules]\n"
             "assert not bad, bad\nprint('torch-free')")
     r = subprocess.run([sys.executable, "-c", code, str(synth_root / "classification_task" / "test"), "--model",
                         str(tiny_export / "vit.onnx"), "--out", str(tmp_path / "o"), "--heatmaps", "--quiet"],

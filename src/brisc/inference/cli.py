@@ -13,11 +13,29 @@ CMAPS = ("viridis", "inferno", "magma")  # heatmap.COLORMAPS, spelled here so th
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class InferCommand(click.Command):
+    """brisc-infer, whose first word may be ``merge``: ``brisc-infer merge SHARD... --out ALL`` (a folder named
+    merge is ./merge)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "merge":
+            return merge_command.make_context(f"{info_name} merge", list(args[1:]), parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        return ctx.command.invoke(ctx) if ctx.command is not self else super().invoke(ctx)
+
+
+out_option = click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="Start over in an --out that already holds predictions.")
+
+
+@click.command(cls=InferCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("brisc-out"), show_default=True)
+@out_option
 @click.option("--heatmaps", is_flag=True,
               help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~15 KB a scan with its thumbnail), "
                    "thumbnails/<path>.jpg and index.html (a gallery to filter and sort).")
@@ -46,13 +64,24 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--resume", is_flag=True, help="Skip scans already in --out/predictions.jsonl.")
-@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds predictions.")
+@overwrite_option
+@click.option("--shard", default=None, metavar="I/N",
+              help="Classify only the I-th of N parts of the files (chosen by path, the same on every machine), "
+                   "e.g. one Slurm array task each; join the parts with `brisc-infer merge`.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: Ray Data actors with one onnxruntime session each (brisc-mri[ray]).")
+@click.option("--ray-address", default=None,
+              help="--engine ray: a cluster to join (auto, or ray://host:port) [default: a local Ray for this run].")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="--engine ray: actors (sessions).")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="--engine ray: GPUs each actor asks Ray for (with --device cuda).")
 @click.option("--cmap", type=click.Choice(CMAPS), default="viridis", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heatmap opacity at the map's peak; it fades to clear where the map is low.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain, masks, faithfulness, ood_threshold, batch_size, threads,
-         workers, device, recursive, resume, overwrite, cmap, alpha, quiet) -> None:
+         workers, device, recursive, resume, overwrite, shard, engine, ray_address, concurrency, gpus_per_worker, cmap,
+         alpha, quiet) -> None:
     """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
     no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
 
@@ -63,6 +92,8 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     brisc-infer ./scans --heatmaps                     # the shipped model; results in ./brisc-out
     brisc-infer ./scans --heatmaps --masks ./masks     # also score the maps against tumour masks
     brisc-infer ./scans --model my.onnx --out my-out   # a model you exported
+    brisc-infer ./scans --shard 2/3 --out part2        # one of three parts (then: brisc-infer merge part1 part2 part3 --out all)
+    brisc-infer ./scans --engine ray                   # Ray Data actors (a local Ray, or --ray-address auto)
 
     Exit codes: 0 all classified, 1 some files failed (see errors.csv), 2 usage or model error,
     3 nothing could be classified, 130/143 interrupted by Ctrl-C/SIGTERM (what was done is written).
@@ -71,12 +102,18 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     from brisc.fsio import interrupted, raise_on_sigterm
     from brisc.inference.runner import InferOptions, run_inference
     from brisc.inference.session import InferenceError, open_session
+    from brisc.inference.shard import parse_shard
 
     raise_on_sigterm()  # the batches already computed are written, then the run stops
     try:
         with one_line_errors("brisc-infer"):  # usage or model error (2, nothing written); a full disk (1, rows kept)
-            if batch_size < 1 or workers < 1 or faithfulness < 0:
-                raise InferenceError("--batch-size and --workers must be >= 1, --faithfulness >= 0")
+            if batch_size < 1 or workers < 1 or concurrency < 1 or faithfulness < 0 or gpus_per_worker < 0:
+                raise InferenceError("--batch-size, --workers and --concurrency must be >= 1, --faithfulness and "
+                                     "--gpus-per-worker >= 0")
+            if engine == "ray":
+                from brisc.inference.ray_engine import check_ray
+
+                check_ray()
             if masks is not None and not masks.is_dir():
                 raise InferenceError(f"{masks}: masks folder not found")
             sess = open_session(model, device=device, threads=threads)
@@ -86,7 +123,8 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
                                 save_maps=save_maps, explain=explain, masks=masks, batch_size=batch_size,
                                 recursive=recursive, resume=resume, overwrite=overwrite, cmap=cmap, alpha=alpha,
                                 workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold,
-                                heatmap_format=heatmap_format)
+                                heatmap_format=heatmap_format, shard=parse_shard(shard), engine=engine,
+                                ray_address=ray_address, concurrency=concurrency, gpus_per_worker=gpus_per_worker)
             s = run_inference(opts, sess, progress=not quiet)
     except KeyboardInterrupt as e:
         sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"
@@ -94,16 +132,40 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     if not quiet:
         for line in summary_lines(s, out):
             click.echo(line, err=True)
-    if s["classified"] == 0:
+    if s["classified"] == 0 and not (shard and not s["failures"]):  # a part of a small tree may hold no file
         sys.exit(EXIT_NOTHING)
+    sys.exit(EXIT_SOME_FAILED if s["failures"] else EXIT_OK)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
+@out_option
+@overwrite_option
+@click.option("--quiet", is_flag=True, help="No summary.")
+def merge_command(shards, out, overwrite, quiet) -> None:
+    """Join the output folders of `brisc-infer --shard I/N` (every part once, each finished) into one --out:
+    rows, errors, skipped files, heatmaps, summary and gallery, as one run on every file would have written them.
+
+    \b
+    brisc-infer merge part1 part2 part3 --out all"""
+    from brisc.errors import one_line_errors
+    from brisc.inference.merge import merge
+
+    with one_line_errors("brisc-infer merge"):
+        s = merge(list(shards), out, overwrite=overwrite)
+    if not quiet:
+        for line in summary_lines(s, out):
+            click.echo(line, err=True)
     sys.exit(EXIT_SOME_FAILED if s["failures"] else EXIT_OK)
 
 
 def summary_lines(s: dict, out: Path) -> list[str]:
     """The run's summary in plain words (the same figures as summary.json)."""
     per = ", ".join(f"{k} {v}" for k, v in s["predicted_per_class"].items())
-    lines = [f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out}); predicted: {per}; "
-             f"{s['failures']} failed, {s['skipped_non_images']} other files skipped; {s['img_per_s'] or 0:.1f} img/s"]
+    done = (f"merged {len(s['merged_from'])} shards: {s['classified']} scans in {out}" if s.get("merged_from") else
+            f"classified {s['classified_this_run']} scans this run ({s['classified']} in {out})")
+    lines = [f"{done}; predicted: {per}; {s['failures']} failed, {s['skipped_non_images']} other files skipped"
+             + ("" if s.get("merged_from") else f"; {s['img_per_s'] or 0:.1f} img/s")]
     if s["skipped_non_images"]:
         from brisc.inference.runner import skipped_text
 

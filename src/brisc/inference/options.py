@@ -25,4 +25,9 @@ class InferOptions:
     workers: int = 2  # decode threads (Pillow releases the GIL while decoding)
     faithfulness: int = 100  # with masks: deletion/insertion curves for at most this many scans (29 passes each)
     ood_threshold: float | None = None  # flag scans with ood_score above it; None: the model card's threshold
+    shard: tuple[int, int] | None = None  # (I, N): only the I-th of N parts of the files, by path (brisc.inference.shard)
+    engine: str = "local"  # local: this process; ray: Ray Data actors, one session each (brisc.inference.ray_engine)
+    ray_address: str | None = None  # None: a local Ray started for the run; "auto" or "ray://host:port" joins a cluster
+    concurrency: int = 2  # --engine ray: actors, one onnxruntime session each
+    gpus_per_worker: float = 0.0  # --engine ray: GPUs each actor asks Ray for (with --device cuda)
     heatmap_format: str = "png"  # outputs.HEATMAP_FORMATS: the overlay as a palette PNG, or a JPEG

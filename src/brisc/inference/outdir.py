@@ -12,9 +12,11 @@ Rules (each refusal is an ``InferenceError``: one line, exit 2, nothing touched)
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +30,67 @@ PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV = ("predictions.json
                                                                "skipped.csv")
 SUMMARY_JSON, GALLERY_HTML = "summary.json", "index.html"
 OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMARY_JSON, GALLERY_HTML)
-OWN_FOLDERS = ("heatmaps", "thumbnails")
+HEATMAPS, THUMBNAILS = "heatmaps", "thumbnails"
+OWN_FOLDERS = (HEATMAPS, THUMBNAILS)
+
+
+@dataclass(frozen=True)
+class OutFolder:
+    """One brisc-infer output folder, for every reader (merge, gallery, benchmarks, scripts, tests): its files by
+    role, and its record read back. The writers (``outputs.Writer``, the runner) name the same files."""
+
+    path: Path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_JSONL
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_JSON
+
+    def rows(self) -> list[dict]:
+        """predictions.jsonl's rows in order, whole lines only (a killed run's torn last line is not a row)."""
+        return read_rows(self.predictions)[0]
+
+    def summary(self) -> dict:
+        """summary.json ({} when the run never finished writing it)."""
+        try:
+            d = json.loads(self.summary_path.read_text(encoding="utf-8"))
+            return d if isinstance(d, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def table(self, name: str) -> list[tuple[str, str]]:
+        """(path, reason) rows of errors.csv or skipped.csv ([] when absent)."""
+        try:
+            with open(self.path / name, newline="", encoding="utf-8") as f:
+                return [(r[0], r[1]) for r in list(csv.reader(f))[1:] if len(r) >= 2]
+        except OSError:
+            return []
+
+
+def read_rows(jsonl: Path) -> tuple[list[dict], int]:
+    """The rows of a predictions.jsonl and the byte length of its whole lines (a torn last line ends the rows)."""
+    try:
+        data = jsonl.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    rows, end = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        end += len(line)
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "path" in row and "frame" in row:
+            rows.append(row)
+    return rows, end
 
 
 def is_brisc_output(folder: Path) -> bool:
@@ -36,7 +98,7 @@ def is_brisc_output(folder: Path) -> bool:
     try:
         if (folder / MARKER).is_file():
             return True
-        with open(folder / "predictions.jsonl", encoding="utf-8") as f:
+        with open(folder / PREDICTIONS_JSONL, encoding="utf-8") as f:
             return "model_sha256" in json.loads(f.readline())
     except (OSError, ValueError, TypeError):
         return False
@@ -100,11 +162,11 @@ def clear_outputs(out: Path) -> None:
 
 
 class OutLock:
-    """Create/claim ``out`` and hold its lock for the run (a context manager). ``root`` (the input root) goes
-    into a new marker; ``overwrite`` clears the earlier run's outputs once the lock is held."""
+    """Create/claim ``out`` and hold its lock for the run (a context manager). ``root`` (the input root) and
+    ``shard`` (I, N) go into a new marker; ``overwrite`` clears the earlier run's outputs once the lock is held."""
 
-    def __init__(self, out: Path, *, root: str = "", overwrite: bool = False):
-        self.out, self.root, self.overwrite = out, root, overwrite
+    def __init__(self, out: Path, *, root: str = "", overwrite: bool = False, shard: tuple[int, int] | None = None):
+        self.out, self.root, self.overwrite, self.shard = out, root, overwrite, shard
         self._fd: int | None = None
 
     def __enter__(self) -> "OutLock":
@@ -129,7 +191,7 @@ class OutLock:
             if self.overwrite or not is_brisc_output(self.out) or "root" not in marker(self.out):
                 (self.out / MARKER).write_text(json.dumps(
                     {"tool": "brisc-infer", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "root": self.root}) + "\n")
+                     "root": self.root, "shard": list(self.shard) if self.shard else None}) + "\n")
             remove_stale_temporaries(self.out)
         except OSError as e:
             self.__exit__()

@@ -19,7 +19,8 @@ from brisc.fsio import atomic_path
 from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
 from brisc.inference.options import InferOptions
-from brisc.inference.outdir import ERRORS_CSV, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV
+from brisc.inference.outdir import (ERRORS_CSV, HEATMAPS, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV, THUMBNAILS,
+                                    read_rows)
 
 
 # The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
@@ -74,19 +75,11 @@ class Writer:
         self.err = csv.writer(self.err_file)
 
     def _read(self, jl: Path) -> None:
-        data = jl.read_bytes()
-        end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # the torn last line of a killed run
-            end += len(line)
-            try:
-                row = json.loads(line)
-                self.done[item_key(row["path"], row["frame"])] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        if end < len(data):
-            os.truncate(jl, end)
+        rows, end = read_rows(jl)
+        for row in rows:
+            self.done[item_key(row["path"], row["frame"])] = row
+        if end < jl.stat().st_size:
+            os.truncate(jl, end)  # the torn last line of a killed run
 
     @staticmethod
     def _csv_row(r: dict) -> dict:
@@ -176,10 +169,10 @@ HEATMAP_FORMATS = ("png", "jpg")  # png: a palette PNG, the attention PNG; jpg: 
 def heatmap_paths(out: Path, it: Item, fmt: str = "png") -> dict[str, Path]:
     """Where one scan's heatmap files go: overlay (PNG or JPEG), thumbnail (JPEG), panel (PNG) and raw map."""
     suffix = "" if it.frame is None else f".frame{it.frame:04d}"
-    return {"overlay": output_path(out, "heatmaps", it.stem, f"{suffix}.{fmt}"),
-            "thumbnail": output_path(out, "thumbnails", it.stem, suffix + ".jpg"),
-            "panel": output_path(out, "heatmaps", it.stem, suffix + ".panel.png"),
-            "map": output_path(out, "heatmaps", it.stem, suffix + ".npy")}
+    return {"overlay": output_path(out, HEATMAPS, it.stem, f"{suffix}.{fmt}"),
+            "thumbnail": output_path(out, THUMBNAILS, it.stem, suffix + ".jpg"),
+            "panel": output_path(out, HEATMAPS, it.stem, suffix + ".panel.png"),
+            "map": output_path(out, HEATMAPS, it.stem, suffix + ".npy")}
 
 
 def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:

@@ -1,5 +1,6 @@
-"""What a brisc-infer run will do, decided before it starts: whether a resume may continue the folder (same model,
-same maps, the same names), which scans get the costly faithfulness curves, and the out-of-distribution threshold."""
+"""What a brisc-infer run will do, decided before it starts: which map it draws, whether the masks folder is one,
+whether a resume may continue the folder (same model, same maps, the same names, the same part), which scans get
+the costly faithfulness curves, and the out-of-distribution threshold."""
 
 from __future__ import annotations
 
@@ -17,6 +18,28 @@ def skipped_text(skipped: list[tuple[str, str]], limit: int = 3) -> str:
     return shown + (f" and {len(skipped) - limit} more" if len(skipped) > limit else "")
 
 
+def explain_method(opts, sess: ModelSession) -> str | None:
+    """Which map to make (rollout | saliency | cls | occlusion); None when neither --heatmaps nor --masks asks."""
+    if not opts.heatmaps and opts.masks is None:
+        return None
+    m = opts.explain
+    if m == "auto":  # the graph's recommended map, as its sidecar names it (e.g. rollout, cls:layer=2, saliency)
+        return sess.card.heatmap
+    need = {"rollout": "rollout", "cls": "attentions"}.get(m)
+    if need and need not in sess.output_names:
+        raise InferenceError(f"--explain {m} needs the '{need}' output, which {sess.name} "
+                             f"({sess.card.model_kind}) does not have; use --explain auto or occlusion")
+    return m
+
+
+def check_masks(opts, items: list[Item]) -> None:
+    """A --masks folder that matches no scan is a wrong folder (its parent, the scans), not a run without masks."""
+    if opts.masks is not None and not any(mask_for(opts.masks, it).is_file() for it in items):
+        raise InferenceError(f"--masks {opts.masks}: no mask there matches a scan (a mask is <scan name>.png, e.g. "
+                             f"{Path(items[0].rel).stem + '.png' if items else 'scan.png'}): is it the folder "
+                             "that holds the masks themselves?")
+
+
 def check_resume(opts, sess: ModelSession, method: str | None) -> str | None:
     """--resume continues one model's rows, with the same maps, on files named as before: -> the input root the
     run started from (None for a new folder). Anything else is refused in one line."""
@@ -29,7 +52,13 @@ def check_resume(opts, sess: ModelSession, method: str | None) -> str | None:
     if explain and method and explain != method:
         raise InferenceError(f"--resume: the maps in {opts.out} are '{explain}', this run asks for '{method}': "
                              "resume with the same --explain, or use --overwrite or a new --out")
-    root = marker(opts.out).get("root")
+    mark = marker(opts.out)
+    before = tuple(mark["shard"]) if mark.get("shard") else None
+    if "root" in mark and before != opts.shard:
+        said = lambda s: f"--shard {s[0]}/{s[1]}" if s else "no --shard"  # noqa: E731
+        raise InferenceError(f"--resume: {opts.out} was started with {said(before)}, this run has {said(opts.shard)}: "
+                             "resume each part with its own --shard and --out")
+    root = mark.get("root")
     if root:
         outside = [i for i in opts.inputs if not (os.path.abspath(i) + os.sep).startswith(root.rstrip(os.sep) + os.sep)]
         if outside:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -28,28 +29,15 @@ from brisc.imageio import image_size
 from brisc.inference.inputs import (Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, mask_for,
                                     prefetch)
 from brisc.inference.outdir import GALLERY_HTML, SUMMARY_JSON
-from brisc.inference.plan import (check_resume, faithfulness_keys, file_sha256, in_distribution, ood_threshold,
-                                  skipped_text)
+from brisc.inference.plan import (check_masks, check_resume, explain_method, faithfulness_keys, file_sha256,
+                                  in_distribution, ood_threshold, skipped_text)
 from brisc.inference.options import InferOptions
 from brisc.inference.outputs import Writer, render
 from brisc.inference.session import InferenceError, ModelSession
+from brisc.inference.shard import select
 from brisc.inference.summary import summarise
 from brisc.maps import cls_map, resize_map
 from brisc.metrics import energy_in_mask, pointing_chance, pointing_game
-
-
-def explain_method(opts: InferOptions, sess: ModelSession) -> str | None:
-    """Which map to make (rollout | saliency | cls | occlusion); None when neither --heatmaps nor --masks asks."""
-    if not opts.heatmaps and opts.masks is None:
-        return None
-    m = opts.explain
-    if m == "auto":  # the graph's recommended map, as its sidecar names it (e.g. rollout, cls:layer=2, saliency)
-        return sess.card.heatmap
-    need = {"rollout": "rollout", "cls": "attentions"}.get(m)
-    if need and need not in sess.output_names:
-        raise InferenceError(f"--explain {m} needs the '{need}' output, which {sess.name} "
-                             f"({sess.card.model_kind}) does not have; use --explain auto or occlusion")
-    return m
 
 
 def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = True, log=print) -> dict:
@@ -66,11 +54,9 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
         raise InferenceError(f"no images found under {', '.join(opts.inputs)}"
                              + (f" ({len(col.skipped)} other files skipped: {skipped_text(col.skipped)})"
                                 if col.skipped else ""))
-    if opts.masks is not None and not any(mask_for(opts.masks, it).is_file() for it in col.items):
-        raise InferenceError(f"--masks {opts.masks}: no mask there matches a scan (a mask is <scan name>.png, e.g. "
-                             f"{Path(col.items[0].rel).stem + '.png' if col.items else 'scan.png'}): is it the folder "
-                             "that holds the masks themselves?")
-    with OutLock(opts.out, root=col.root, overwrite=opts.overwrite):
+    check_masks(opts, col.items)
+    col = select(col, opts.shard)  # a part may be empty: it still writes its (empty) record for merge
+    with OutLock(opts.out, root=col.root, overwrite=opts.overwrite, shard=opts.shard):
         return BatchRun(opts, sess, method, col).run(progress=progress)
 
 
@@ -114,25 +100,18 @@ class BatchRun:
 
         t0 = time.perf_counter()
         bar = tqdm(total=len(self.todo), disable=not progress, unit="img", desc="brisc-infer")
-        display = None if not (self.opts.heatmaps and self.method is not None) else \
-            ("panel" if self.opts.panels else "overlay")
-        batch: list[Decoded] = []
         interrupted, full = None, None
         try:
-            for d in prefetch(self.todo, lambda i: decode_item(i, self.sess.prep, display), workers=self.opts.workers,
-                              depth=2 * self.opts.batch_size):
-                if d.error:
-                    self.failures += 1
-                    self.writer.error(d.item.key, d.error)
-                    bar.update(1)
-                    continue
-                batch.append(d)
-                if len(batch) >= self.opts.batch_size:
-                    self._run_batch(batch)
-                    bar.update(len(batch))
-                    batch = []
-            self._run_batch(batch)
-            bar.update(len(batch))
+            for decoded, res, seconds in self.batches():
+                self.model_seconds += seconds
+                for d in decoded:
+                    if d.error:
+                        self.failures += 1
+                        self.writer.error(d.item.key, d.error)
+                ok = [d for d in decoded if not d.error]
+                if ok:
+                    self._run_batch(ok, res)
+                bar.update(len(decoded))
         except KeyboardInterrupt as e:  # the batch being decoded is dropped; computed ones are written below
             interrupted = e
         except OSError as e:
@@ -159,13 +138,50 @@ class BatchRun:
             raise interrupted
         return summary
 
-    def _run_batch(self, batch: list[Decoded]) -> None:
-        if not batch:
+    @property
+    def display(self) -> str | None:
+        """What decode_item keeps to draw on: None without heatmaps, "panel" for full-resolution panels."""
+        if not (self.opts.heatmaps and self.method is not None):
+            return None
+        return "panel" if self.opts.panels else "overlay"
+
+    def batches(self) -> Iterator[tuple[list[Decoded], dict[str, np.ndarray], float]]:
+        """The engine: (decoded items, the session's outputs for those that decoded, seconds in the session), batch
+        by batch in the order of ``todo``. Here decode threads and this process's session; ``--engine ray`` puts
+        Ray Data in its place (brisc.inference.ray_engine), and the rest of the run is the same."""
+        if self.opts.engine == "ray":
+            from brisc.inference.ray_engine import ray_batches
+
+            yield from ray_batches(self)
             return
-        x = np.stack([d.x for d in batch])
+        batch: list[Decoded] = []
+        for d in prefetch(self.todo, lambda i: decode_item(i, self.sess.prep, self.display), workers=self.opts.workers,
+                          depth=2 * self.opts.batch_size):
+            batch.append(d)
+            if sum(not b.error for b in batch) >= self.opts.batch_size:
+                yield self._infer(batch)
+                batch = []
+        if batch:
+            yield self._infer(batch)
+
+    def _infer(self, batch: list[Decoded]) -> tuple[list[Decoded], dict[str, np.ndarray], float]:
+        ok = [d for d in batch if not d.error]
+        if not ok:
+            return batch, {}, 0.0
         t = time.perf_counter()
-        res = self.sess.run(x)
-        self.model_seconds += time.perf_counter() - t
+        res = self.sess.run(np.stack([d.x for d in ok]), self.outputs)
+        return batch, res, time.perf_counter() - t
+
+    @property
+    def outputs(self) -> list[str]:
+        """The session outputs a run reads: probabilities, ood_score, and the map it draws."""
+        want = {"probabilities", "ood_score", {"auto": "heatmap", "rollout": "rollout", "cls": "attentions"}.get(
+            self.opts.explain, "") if self.method is not None else ""}
+        return [n for n in self.sess.output_names if n in want]
+
+    def _run_batch(self, batch: list[Decoded], res: dict[str, np.ndarray]) -> None:
+        # The inputs, for occlusion and the faithfulness curves (the Ray engine returns them only for those)
+        x = np.stack([d.x for d in batch]) if batch[0].x is not None else None
         probs = res["probabilities"]
         pred = probs.argmax(1)
         ood = res.get("ood_score")
@@ -176,7 +192,7 @@ class BatchRun:
             row = self._row(d, probs[k], now, None if ood is None else float(ood[k]))
             mask = None
             if maps is not None and self.opts.masks is not None:
-                mask = self._score(row, d.item, x[k], maps[k], int(pred[k]))
+                mask = self._score(row, d.item, None if x is None else x[k], maps[k], int(pred[k]))
             if maps is not None and self.opts.heatmaps:
                 row["heatmap"] = "pending"
                 renders.append(self.render_pool.submit(render, self.out, d.item, d.display, maps[k], row, self.method,
@@ -264,7 +280,8 @@ class BatchRun:
 
     def _summary(self, elapsed: float, interrupted: KeyboardInterrupt | None) -> dict:
         rows = list(self.writer.done.values())
-        summary = summarise(rows, sess=self.sess, failures=self.failures, skipped=self.col.skipped,
+        summary = summarise(rows, card=self.sess.card, model=self.sess.name, provider=self.sess.provider,
+                            failures=self.failures, skipped=self.col.skipped, shard=self.opts.shard,
                             duplicates=self.col.duplicates,
                             new=self.new, elapsed=elapsed, model_seconds=self.model_seconds, threshold=self.threshold,
                             threshold_source="--ood-threshold" if self.opts.ood_threshold is not None else "model card")

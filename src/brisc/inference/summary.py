@@ -6,18 +6,21 @@ from collections import Counter
 
 import numpy as np
 
-from brisc.inference.session import ModelSession
+from brisc.sidecar import ModelCard
 from brisc.metrics import classification_metrics
 
 
-def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: list[tuple[str, str]], new: int,
-              elapsed: float, model_seconds: float, threshold: float | None = None,
-              threshold_source: str = "model card", duplicates: int = 0) -> dict:
-    classes = sess.classes
+def summarise(rows: list[dict], *, card: ModelCard, model: str, provider: str, failures: int,
+              skipped: list[tuple[str, str]], new: int, elapsed: float, model_seconds: float,
+              threshold: float | None = None, threshold_source: str = "model card", duplicates: int = 0,
+              shard: tuple[int, int] | None = None) -> dict:
+    """summary.json's content; the model card goes in whole, so that the folder says what made its rows (merge
+    reads it back)."""
+    classes = list(card.classes)
     counts = Counter(r["predicted"] for r in rows)
     s = {
-        "model": sess.name, "model_sha256": sess.card.model_sha256, "model_kind": sess.card.model_kind,
-        "provider": sess.provider, "classified": len(rows), "classified_this_run": new, "failures": failures,
+        "model": model, "model_sha256": card.model_sha256, "model_kind": card.model_kind,
+        "provider": provider, "classified": len(rows), "classified_this_run": new, "failures": failures,
         "skipped_non_images": len(skipped), "skipped": [{"path": p, "reason": r} for p, r in skipped[:100]],
         "duplicates_ignored": duplicates, "predicted_per_class": {c: counts.get(c, 0) for c in classes},
         "seconds": round(elapsed, 3), "img_per_s": round(new / elapsed, 2) if elapsed > 0 and new else None,
@@ -26,7 +29,7 @@ def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: l
     }
     flags = [r.get("in_distribution") for r in rows]
     s["out_of_distribution"] = sum(f is False for f in flags)
-    s["ood"] = {"score": (sess.card.ood or {}).get("score"), "threshold": threshold, "threshold_from": threshold_source,
+    s["ood"] = {"score": (card.ood or {}).get("score"), "threshold": threshold, "threshold_from": threshold_source,
                 "in_distribution": sum(f is True for f in flags), "out_of_distribution": s["out_of_distribution"],
                 "unknown": sum(f is None for f in flags),
                 "meaning": "out_of_distribution: the scan is not like the training scans, so its class is not "
@@ -40,6 +43,9 @@ def summarise(rows: list[dict], *, sess: ModelSession, failures: int, skipped: l
     scored = [r for r in rows if r.get("pointing_hit") is not None]
     if scored:
         s["masks"] = mask_summary(scored)
+    if shard is not None:
+        s["shard"] = {"index": shard[0], "count": shard[1]}
+    s["model_card"] = card.to_json()
     return s
 
 
