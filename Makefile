@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= train,cpu,dicom,ray,dev
+EXTRAS  ?= train,cpu,dicom,volumes,ray,dev
 DEMO    ?= artifacts/demo
 BRISC_DATA ?= ../shared/data/brisc2025
 export BRISC_DATA

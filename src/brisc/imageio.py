@@ -187,17 +187,21 @@ def _import_pydicom(path):
     try:
         import pydicom
     except ImportError:
-        raise ImageLoadError(path, "DICOM file, but pydicom is not installed: pip install 'brisc[dicom]'") from None
+        raise ImageLoadError(path, "DICOM file, but pydicom is not installed: pip install 'brisc-mri[dicom]'") from None
     return pydicom
 
 
-def _decode_dicom(path: str | os.PathLike, frame: int) -> Image.Image:
-    """Modality LUT (rescale), then VOI LUT or window, then MONOCHROME1 inversion, then range scaling."""
-    pydicom = _import_pydicom(path)
+def _dicom_luts():
     try:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pydicom 2.x
         from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    return apply_modality_lut, apply_voi_lut
+
+
+def _dicom_frame(path: str | os.PathLike, frame: int):
+    """(dataset, the frame's stored pixels), with one ImageLoadError for each way a file can fail."""
+    pydicom = _import_pydicom(path)
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:
@@ -214,11 +218,26 @@ def _decode_dicom(path: str | os.PathLike, frame: int) -> Image.Image:
     n = max(1, int(getattr(ds, "NumberOfFrames", 1) or 1))
     if not 0 <= frame < n:
         raise ImageLoadError(path, f"frame {frame} out of range (file has {n})")
-    if n > 1:
-        arr = arr[frame]
+    return ds, (arr[frame] if n > 1 else arr)
+
+
+def dicom_pixels(path: str | os.PathLike) -> np.ndarray:
+    """A single-frame grey DICOM's pixels in its modality's units (rescale applied, MONOCHROME1 inverted), float64
+    [rows, cols]: a series' slice, windowed later with the whole volume (brisc.volumes)."""
+    ds, arr = _dicom_frame(path, 0)
+    if arr.ndim != 2:
+        raise ImageLoadError(path, "a colour DICOM, not a grey MR slice")
+    arr = np.asarray(_dicom_luts()[0](arr, ds), dtype=np.float64)
+    return arr.max() + arr.min() - arr if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" else arr
+
+
+def _decode_dicom(path: str | os.PathLike, frame: int) -> Image.Image:
+    """Modality LUT (rescale), then VOI LUT or window, then MONOCHROME1 inversion, then range scaling."""
+    ds, arr = _dicom_frame(path, frame)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 3:  # colour DICOM (RGB / YBR already converted by pydicom)
         return Image.fromarray(scale_to_uint8(arr), "RGB")
+    apply_modality_lut, apply_voi_lut = _dicom_luts()
     arr = apply_modality_lut(arr, ds)
     arr = apply_voi_lut(arr, ds)
     arr = np.asarray(arr, dtype=np.float64)

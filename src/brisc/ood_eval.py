@@ -158,21 +158,18 @@ def mni152_slices(prep: Preprocessing = DEFAULT, *, every: int = 8) -> list[Outl
     """Axial slices of nilearn's MNI152 T1 template (shipped in its wheel), every ``every``-th through the brain,
     windowed per volume (1st-99th percentile), in radiological display. [] without nilearn."""
     try:
-        import nibabel as nib
         from nilearn.datasets import load_mni152_template
     except ImportError:
         return []
-    img = nib.as_closest_canonical(load_mni152_template())
-    vol = np.asarray(img.get_fdata(), np.float64)  # RAS+: x right, y anterior, z superior
-    lo, hi = np.percentile(vol[vol > 0], [1, 99]) if (vol > 0).any() else (0.0, 1.0)
+    from brisc.volumes import FOREGROUND_MIN, from_voxels
+
+    img = load_mni152_template()
+    vol = from_voxels(np.asarray(img.dataobj), img.affine, "mni152")  # RAS+, windowed, as brisc-infer reads it
+    fg = vol.foreground("axial")
     out = []
-    for z in range(0, vol.shape[2], every):
-        sl = vol[:, :, z]
-        if (sl > lo).mean() < 0.15:  # mostly background: below or above the brain
+    for z in range(0, vol.count("axial"), every):
+        if fg[z] < FOREGROUND_MIN:  # mostly background: below or above the brain
             continue
-        # RAS x to the right, y forward -> rows from anterior (top) to posterior, columns from the patient's right
-        # on the viewer's left (radiological display), as BRISC's axial slices are shown.
-        g = np.clip((sl.T[::-1, ::-1] - lo) / (hi - lo), 0, 1)
-        pil = Image.fromarray((g * 255).astype(np.uint8), "L").convert("RGB")
+        pil = vol.image("axial", z).convert("RGB")  # radiological display, as BRISC's axial slices are shown
         out.append(Outlier("mni152", f"mni152/z{z:03d}", _array(pil, prep)))
     return out

@@ -216,7 +216,9 @@ def generate(out: str | Path, *, per_class: int = 20, test_per_class: int | None
 @click.option("--test-per-class", type=int, default=None, help="Test images per class [default: per-class // 5].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--size", default=256, show_default=True, help="Image side in pixels.")
-def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size: int) -> None:
+@click.option("--volumes", default=0, show_default=True,
+              help="Also this many volumes under OUT/volumes: NIfTI files and DICOM series (brisc-mri[volumes]).")
+def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size: int, volumes: int) -> None:
     """Write a synthetic BRISC 2025 dataset (release layout, with masks) to OUT, a new or empty folder (or an earlier
     synthetic one): its phantoms carry real-looking BRISC names, so it never writes beside real scans.
 
@@ -228,6 +230,15 @@ def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size:
         sys.exit(2)
     try:
         s = generate(out, per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
+        if volumes:
+            from brisc.synth_volumes import generate_volumes
+
+            try:
+                made = generate_volumes(out, volumes, seed=seed)
+            except ImportError as e:
+                raise SynthError(f"--volumes needs nibabel and pydicom ({e.name} is missing): "
+                                 "pip install 'brisc-mri[volumes]'") from None
+            click.echo(f"wrote {len(made)} volumes (NIfTI and DICOM series) to {out / 'volumes'}")
     except SynthError as e:
         click.echo(f"brisc-synth: error: {e}", err=True)
         sys.exit(2)

@@ -58,6 +58,13 @@ overwrite_option = click.option("--overwrite", is_flag=True,
 @click.option("--ood-threshold", type=float, default=None,
               help="Flag scans whose ood_score is above this as not like the training scans [default: the threshold "
                    "in the model card, which flags at most 5% of its validation scans].")
+@click.option("--plane", type=click.Choice(["axial", "coronal", "sagittal"]), default="axial", show_default=True,
+              help="NIfTI volumes and DICOM series: the plane their slices are cut along (after reorienting to RAS+).")
+@click.option("--volume-index", type=int, default=None, help="The volume of a 4D NIfTI file to classify.")
+@click.option("--volume-slices", type=int, default=3, show_default=True,
+              help="Per-volume rule: a tumour class when at least this many contiguous slices predict it ...")
+@click.option("--volume-probability", type=float, default=0.9, show_default=True,
+              help="... each with at least this probability, in distribution; otherwise no_tumor (volumes.csv).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads.")
@@ -79,11 +86,12 @@ overwrite_option = click.option("--overwrite", is_flag=True,
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heatmap opacity at the map's peak; it fades to clear where the map is low.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain, masks, faithfulness, ood_threshold, batch_size, threads,
-         workers, device, recursive, resume, overwrite, shard, engine, ray_address, concurrency, gpus_per_worker, cmap,
-         alpha, quiet) -> None:
-    """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM; files or folders) into glioma, meningioma,
-    no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery to --out.
+def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain, masks, faithfulness, ood_threshold,
+         plane, volume_index, volume_slices, volume_probability, batch_size, threads, workers, device, recursive, resume,
+         overwrite, shard, engine, ray_address, concurrency, gpus_per_worker, cmap, alpha, quiet) -> None:
+    """Classify brain MRI scans (JPEG, PNG, BMP, TIFF, DICOM files and series, NIfTI volumes; files or folders)
+    into glioma, meningioma, no_tumor and pituitary, and write predictions, attention heatmaps and an HTML gallery
+    to --out. A volume gets one row per slice and one in volumes.csv.
 
     --out must be new, empty, or an earlier brisc-infer output (continued with --resume or started over
     with --overwrite); it is locked while a run works in it and never read as input.
@@ -92,6 +100,7 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     brisc-infer ./scans --heatmaps                     # the shipped model; results in ./brisc-out
     brisc-infer ./scans --heatmaps --masks ./masks     # also score the maps against tumour masks
     brisc-infer ./scans --model my.onnx --out my-out   # a model you exported
+    brisc-infer study.nii.gz --heatmaps                # a volume: slices, volumes.csv, a contact sheet
     brisc-infer ./scans --shard 2/3 --out part2        # one of three parts (then: brisc-infer merge part1 part2 part3 --out all)
     brisc-infer ./scans --engine ray                   # Ray Data actors (a local Ray, or --ray-address auto)
 
@@ -107,6 +116,8 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
     raise_on_sigterm()  # the batches already computed are written, then the run stops
     try:
         with one_line_errors("brisc-infer"):  # usage or model error (2, nothing written); a full disk (1, rows kept)
+            if volume_slices < 1 or not 0 <= volume_probability <= 1:
+                raise InferenceError("--volume-slices must be >= 1 and --volume-probability between 0 and 1")
             if batch_size < 1 or workers < 1 or concurrency < 1 or faithfulness < 0 or gpus_per_worker < 0:
                 raise InferenceError("--batch-size, --workers and --concurrency must be >= 1, --faithfulness and "
                                      "--gpus-per-worker >= 0")
@@ -124,7 +135,9 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
                                 recursive=recursive, resume=resume, overwrite=overwrite, cmap=cmap, alpha=alpha,
                                 workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold,
                                 heatmap_format=heatmap_format, shard=parse_shard(shard), engine=engine,
-                                ray_address=ray_address, concurrency=concurrency, gpus_per_worker=gpus_per_worker)
+                                ray_address=ray_address, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
+                                plane=plane, volume_index=volume_index, volume_slices=volume_slices,
+                                volume_probability=volume_probability)
             s = run_inference(opts, sess, progress=not quiet)
     except KeyboardInterrupt as e:
         sys.exit(interrupted("brisc-infer", e, f"the scans classified so far are in {out}"
@@ -187,6 +200,10 @@ def summary_lines(s: dict, out: Path) -> list[str]:
             gi = s["ground_truth_in_distribution"]
             lines.append(f"  over the {gi['n']} of them in distribution: accuracy {gi['accuracy']:.3f}, "
                          f"macro-F1 {gi['macro_f1']:.3f}")
+    if "volumes" in s:
+        v = s["volumes"]
+        lines.append(f"{v['n']} volume(s), one row each in volumes.csv: " + ", ".join(
+            f"{c} {n}" for c, n in v["predicted_per_class"].items() if n) + f" (rule: {v['rule']})")
     if "masks" in s:
         m = s["masks"]
         lines.append(m["explanation"])
@@ -198,7 +215,7 @@ def summary_lines(s: dict, out: Path) -> list[str]:
             for c, f in m["faithfulness_per_class"].items():
                 lines.append(f"  {c} ({f['n']}): deletion {f['deletion_auc']:.3f} (random {f['deletion_auc_random']:.3f}), "
                              f"insertion {f['insertion_auc']:.3f} (random {f['insertion_auc_random']:.3f})")
-    lines.append(f"results in {out}: predictions.csv, summary.json, errors.csv"
+    lines.append(f"results in {out}: predictions.csv, summary.json, errors.csv" + (", volumes.csv" if "volumes" in s else "")
                  + (", index.html (open it in a browser)" if s.get("gallery") else ""))
     lines.append("research use only: not a medical device")
     return lines

@@ -3,7 +3,8 @@
 The rows travel as one JSON block and a small script draws one page of thumbnails at a time, so the page
 loads as fast for 100,000 scans as for 100: filters (a name search, wrong only, predicted class, true class, probability
 range, pointing-game misses), sorting, paging, and a confusion matrix of this run whose cells filter.
-Every string from a file name reaches the page as text (``textContent``), never as markup.
+Every string from a file name reaches the page as text (``textContent``), never as markup. Long on purpose: the
+page's HTML, style and script are one template here, so that the gallery stays one offline file.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __ACCURACY__</p>
 or a measure of certainty. A red badge marks a scan that is not like the training scans: its class is not
 reliable. __MASKS__</p>
 <div id="top">__CONFUSION__ __PERCLASS__</div>
+__VOLUMES__
 <div id="controls">
  <label>name <input type="search" id="q" placeholder="part of a file name"></label>
  <label><input type="checkbox" id="wrong"> wrong only</label>
@@ -243,6 +245,27 @@ def per_class_html(confusion: list[list[int]], classes: list[str]) -> str:
             '<th>sensitivity</th><th>precision</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
 
 
+def volumes_html(volumes: dict | None) -> str:
+    """The volume view: one line per volume (its answer by the stated rule, the slices that drove it, its
+    contact sheet); the name shows that volume's slices below."""
+    if not volumes:
+        return ""
+    rows = []
+    for v in volumes["volumes"]:
+        name = html.escape(v["volume"])
+        sheet = (f'<a href="{html.escape(quote(v["contact_sheet"]))}"><img src="{html.escape(quote(v["contact_sheet"]))}" '
+                 'alt="contact sheet" style="height:96px"></a>' if v.get("contact_sheet") else "")
+        driving = f"{v['driving_slices'][0]}-{v['driving_slices'][-1]}" if v["driving_slices"] else "-"
+        flag = "" if v["in_distribution"] else ' <span class="badge">most slices not like the training scans</span>'
+        rows.append(f'<tr><td><a href="#q={html.escape(quote(v["volume"]))}">{name}</a></td><td>{html.escape(v["predicted"])}'
+                    f"{flag}</td><td>{v['slices']}</td><td>{driving}</td><td>{v['strongest_slice']}</td><td>{sheet}</td></tr>")
+    more = f" (the first 100 of {volumes['n']}; all in volumes.csv)" if volumes["n"] > len(volumes["volumes"]) else ""
+    return (f'<h2>Volumes{more}</h2><p class="muted">Rule: {html.escape(volumes["rule"])}. {html.escape(volumes["meaning"])}.</p>'
+            '<table id="volumes"><thead><tr><th>volume (its slices below)</th><th>answer</th><th>slices</th>'
+            '<th>driving slices</th><th>strongest slice</th><th>contact sheet</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
 def gallery_rows(rows: list[dict]) -> dict:
     """The gallery's data: column names once, then one short array per scan with a heatmap."""
     columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "thumbnail", "heatmap", "panel",
@@ -283,7 +306,8 @@ def write_gallery(out: Path, rows: list[dict], card: ModelCard, summary: dict | 
     page = (_PAGE.replace("__N__", str(len(data["rows"]))).replace("__MODEL__", html.escape(card.model_file))
             .replace("__KIND__", html.escape(card.model_kind)).replace("__METHOD__", html.escape(str(method)))
             .replace("__ACCURACY__", html.escape(accuracy, quote=False)).replace("__MASKS__", mask_text)
-            .replace("__CONFUSION__", confusion).replace("__PERCLASS__", perclass).replace("__PAGE__", str(PAGE_SIZE))
+            .replace("__CONFUSION__", confusion).replace("__PERCLASS__", perclass)
+            .replace("__VOLUMES__", volumes_html(summary.get("volumes"))).replace("__PAGE__", str(PAGE_SIZE))
             .replace("__DATA__", script_json(data)))
     path = out / GALLERY_HTML
     write_text_atomic(path, page)

@@ -18,17 +18,21 @@ import numpy as np
 from brisc.data import label_from_path
 from brisc.fsio import walk_files
 from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, image_frames, is_dicom,
-                           load_keeping_image)
+                           load_keeping_image, resize, to_array)
 from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
 from brisc.inference.session import InferenceError
+from brisc.inference.volume_inputs import add_volume, group_series
+from brisc.volumes import NIFTI_SUFFIXES, VolumeError, VolumeSource, is_nifti
 
 
 @dataclass(frozen=True)
 class Item:
     path: Path  # the file on disk
     rel: str  # relative to the input root given on the command line (posix separators)
-    frame: int | None = None  # DICOM frame, TIFF page or GIF/WebP frame, for files with several
+    frame: int | None = None  # DICOM frame, TIFF page, GIF/WebP frame or a volume's slice, for files with several
     out_name: str = ""  # what its output files are named after: rel without its extension, unless that collides
+    source: VolumeSource | None = None  # a slice of a NIfTI volume or DICOM series (brisc.volumes)
+    volume: str | None = None  # the row's volume: the NIfTI file's path, or the series' SeriesInstanceUID
 
     @property
     def key(self) -> str:
@@ -65,7 +69,7 @@ def text_name(name: str) -> str:
 
 def _suffix_says_image(p: Path) -> bool:
     suf = p.suffix.lower()
-    return suf in IMAGE_SUFFIXES or suf in DICOM_SUFFIXES
+    return suf in IMAGE_SUFFIXES or suf in DICOM_SUFFIXES or is_nifti(p)
 
 
 def common_root(inputs: list[str | os.PathLike]) -> str:
@@ -75,8 +79,9 @@ def common_root(inputs: list[str | os.PathLike]) -> str:
 
 
 def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Path | None = None,
-            root: str | None = None) -> Collected:
-    """Expand files and folders into items (one per DICOM frame, TIFF page or GIF/WebP frame).
+            root: str | None = None, plane: str = "axial", volume_index: int | None = None) -> Collected:
+    """Expand files and folders into items (one per DICOM frame, TIFF page, GIF/WebP frame, or slice of a NIfTI
+    volume or DICOM series along ``plane``; brisc.inference.volume_inputs).
 
     Only regular files are read (links followed); anything else, and every non-image, is listed in ``skipped``
     with its reason. Broken or looping links, unreadable files and folders and unreadable DICOM headers become
@@ -133,6 +138,9 @@ def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Pa
                 n += 1
             name = f"{name}~{n}"
         seen_rel.add(name)
+        if is_nifti(path):
+            add_volume(col, VolumeSource((path,), plane, volume_index), name, name, Item)
+            return
         try:
             n = image_frames(path)
         except ImageLoadError as e:
@@ -159,6 +167,7 @@ def collect(inputs: list[str | os.PathLike], *, recursive: bool = True, skip: Pa
             add(p)
         else:
             col.errors.append((text_name(str(inp)), "no such file or folder"))
+    group_series(col, plane=plane, item_type=Item)
     col.items = output_names(col.items)
     return col
 
@@ -168,7 +177,15 @@ def output_names(items: list[Item]) -> list[Item]:
     would share it (``x.jpg`` beside ``x.png``): those keep their full names."""
     import posixpath
 
-    bare = {it.rel: posixpath.splitext(it.rel)[0] or it.rel for it in items}
+    def bare_name(it: Item) -> str:
+        if it.source is not None and it.source.series_uid:  # <folder>/<UID>: the UID's dots are no extension
+            return it.rel
+        for suffix in NIFTI_SUFFIXES[::-1]:  # x.nii.gz -> x
+            if it.rel.lower().endswith(suffix):
+                return it.rel[: -len(suffix)] or it.rel
+        return posixpath.splitext(it.rel)[0] or it.rel
+
+    bare = {it.rel: bare_name(it) for it in items}
     owners: dict[str, set[str]] = {}
     for rel, name in bare.items():
         owners.setdefault(name, set()).add(rel)
@@ -209,6 +226,12 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
     """The model input, and with ``display`` the scan to draw on: "overlay" reuses the decode the model input
     came from (no second decode), "panel" decodes the file at full resolution for the larger panels."""
     try:
+        if item.source is not None:  # a volume's slice: the volume decoded once, for all its slices
+            vol = item.source.load()
+            img, data_hash = vol.image(item.source.plane, item.frame), vol.sha256
+            x = to_array(resize(img, prep.size), mean=prep.mean, std=prep.std)
+            disp = None if display is None else fit(img, OVERLAY_MAX if display == "overlay" else PANEL_MAX)
+            return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()))
         data_hash = hashlib.sha256(item.path.read_bytes()).hexdigest()
         frame = item.frame or 0
         x, img = load_keeping_image(item.path, frame=frame, prep=prep)
@@ -220,10 +243,22 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
         return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()))
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)
+    except VolumeError as e:
+        return Decoded(item, error=str(e))
     except OSError as e:
         return Decoded(item, error=f"cannot read ({e.strerror or e})")
     except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the run
         return Decoded(item, error=f"unexpected decode failure ({type(e).__name__}: {e})")
+
+
+def input_sha256(item: Item) -> str | None:
+    """What a row's input_sha256 holds: the file's (a volume's slices: the volume's file or files)."""
+    try:
+        if item.source is not None:
+            return item.source.load().sha256
+        return hashlib.sha256(item.path.read_bytes()).hexdigest()
+    except (OSError, VolumeError):
+        return None
 
 
 def prefetch(items: list[Item], fn, *, workers: int, depth: int):

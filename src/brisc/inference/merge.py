@@ -10,11 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
-from brisc.fsio import atomic_path, write_json_atomic
+from brisc.fsio import atomic_path
 from brisc.inference.inputs import item_key
-from brisc.inference.outdir import (ERRORS_CSV, GALLERY_HTML, SKIPPED_CSV, OutFolder, OutLock, check_out,
-                                    is_brisc_output, marker)
+from brisc.inference.options import InferOptions
+from brisc.inference.outdir import ERRORS_CSV, SKIPPED_CSV, OutFolder, OutLock, check_out, is_brisc_output, marker
 from brisc.inference.outputs import Writer
+from brisc.inference.record import publish
 from brisc.inference.session import InferenceError
 from brisc.inference.summary import summarise
 from brisc.sidecar import ModelCard
@@ -109,12 +110,8 @@ def merge(folders: list[Path], out: Path, *, overwrite: bool = False) -> dict:
                             duplicates=max(s.get("duplicates_ignored", 0) for _, s in shards))
         summary["merged_from"] = [{"folder": str(f.path), "shard": s["shard"], "classified": s["classified"],
                                    "failures": s["failures"]} for f, s in shards]
-        gallery = any(r.get("heatmap") for r in merged)
-        if gallery:
-            summary["gallery"] = GALLERY_HTML
-        write_json_atomic(OutFolder(out).summary_path, summary)
-        if gallery:
-            from brisc.inference.gallery import write_gallery
-
-            write_gallery(out, merged, card, summary)
+        rule = first.get("volume_rule", {})
+        publish(out, merged, card, summary, skipped=skipped, gallery=any(r.get("heatmap") for r in merged),
+                rule=(rule.get("slices", InferOptions.volume_slices),
+                      rule.get("probability", InferOptions.volume_probability)))
     return summary

@@ -30,4 +30,8 @@ class InferOptions:
     ray_address: str | None = None  # None: a local Ray started for the run; "auto" or "ray://host:port" joins a cluster
     concurrency: int = 2  # --engine ray: actors, one onnxruntime session each
     gpus_per_worker: float = 0.0  # --engine ray: GPUs each actor asks Ray for (with --device cuda)
+    plane: str = "axial"  # volumes: the plane the slices are cut along (brisc.volumes.PLANES)
+    volume_index: int | None = None  # volumes: the volume of a 4D NIfTI file
+    volume_slices: int = 3  # the per-volume rule's K: contiguous slices of one tumour class (brisc.inference.per_volume)
+    volume_probability: float = 0.9  # the per-volume rule's t: each of them at least this probable
     heatmap_format: str = "png"  # outputs.HEATMAP_FORMATS: the overlay as a palette PNG, or a JPEG

@@ -29,9 +29,11 @@ LOCK = ".brisc-infer.lock"
 PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV = ("predictions.jsonl", "predictions.csv", "errors.csv",
                                                                "skipped.csv")
 SUMMARY_JSON, GALLERY_HTML = "summary.json", "index.html"
-OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMARY_JSON, GALLERY_HTML)
-HEATMAPS, THUMBNAILS = "heatmaps", "thumbnails"
-OWN_FOLDERS = (HEATMAPS, THUMBNAILS)
+VOLUMES_CSV, VOLUMES_JSONL = "volumes.csv", "volumes.jsonl"  # one row per NIfTI volume or DICOM series
+OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMARY_JSON, GALLERY_HTML, VOLUMES_CSV,
+             VOLUMES_JSONL)
+HEATMAPS, THUMBNAILS, VOLUMES = "heatmaps", "thumbnails", "volumes"  # VOLUMES: the contact sheets
+OWN_FOLDERS = (HEATMAPS, THUMBNAILS, VOLUMES)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from brisc.inference.outdir import (ERRORS_CSV, HEATMAPS, PREDICTIONS_CSV, PREDI
 
 
 # The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
-ROW_FIELDS = ["path", "frame", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
+ROW_FIELDS = ["path", "frame", "volume", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
               "ood_score", "in_distribution", "true_label", "correct", "explain", "mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
               "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map",
               "model", "model_sha256", "provider", "input_sha256", "time"]

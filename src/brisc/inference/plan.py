@@ -4,7 +4,6 @@ the costly faithfulness curves, and the out-of-distribution threshold."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -66,13 +65,6 @@ def check_resume(opts, sess: ModelSession, method: str | None) -> str | None:
                                  "it, so its files would get other names: resume with inputs under that folder, or "
                                  "use a new --out")
     return root or None
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def faithfulness_keys(items: list[Item], opts) -> set[str]:

@@ -23,18 +23,17 @@ import numpy as np
 from brisc.data import load_mask
 from brisc.faithfulness import auc, perturbation_curves, random_maps
 from brisc.errors import OutOfSpaceError
-from brisc.fsio import write_json_atomic
 from brisc.inference.heatmap import occlusion_maps
 from brisc.imageio import image_size
-from brisc.inference.inputs import (Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth, mask_for,
-                                    prefetch)
-from brisc.inference.outdir import GALLERY_HTML, SUMMARY_JSON
-from brisc.inference.plan import (check_masks, check_resume, explain_method, faithfulness_keys, file_sha256,
-                                  in_distribution, ood_threshold, skipped_text)
+from brisc.inference.inputs import (Collected, Decoded, Item, check_inputs, collect, decode_item, ground_truth,
+                                    input_sha256, mask_for, prefetch)
+from brisc.inference.plan import (check_masks, check_resume, explain_method, faithfulness_keys, in_distribution,
+                                  ood_threshold, skipped_text)
 from brisc.inference.options import InferOptions
 from brisc.inference.outputs import Writer, render
 from brisc.inference.session import InferenceError, ModelSession
 from brisc.inference.shard import select
+from brisc.inference.record import publish
 from brisc.inference.summary import summarise
 from brisc.maps import cls_map, resize_map
 from brisc.metrics import energy_in_mask, pointing_chance, pointing_game
@@ -49,7 +48,8 @@ def run_inference(opts: InferOptions, sess: ModelSession, *, progress: bool = Tr
     check_inputs(opts.inputs, opts.out)
     method = explain_method(opts, sess)
     root = check_resume(opts, sess, method) if opts.resume else None
-    col = collect(list(opts.inputs), recursive=opts.recursive, skip=opts.out, root=root)
+    col = collect(list(opts.inputs), recursive=opts.recursive, skip=opts.out, root=root, plane=opts.plane,
+                  volume_index=opts.volume_index)
     if not col.items and not col.errors:
         raise InferenceError(f"no images found under {', '.join(opts.inputs)}"
                              + (f" ({len(col.skipped)} other files skipped: {skipped_text(col.skipped)})"
@@ -93,7 +93,7 @@ class BatchRun:
         if self.opts.heatmaps and self.method is not None and (not row.get("heatmap") or
                                                                 (self.opts.panels and not row.get("panel"))):
             return True
-        return file_sha256(it.path) != row.get("input_sha256")
+        return input_sha256(it) != row.get("input_sha256")
 
     def run(self, *, progress: bool) -> dict:
         from tqdm import tqdm
@@ -221,7 +221,7 @@ class BatchRun:
         classes, it = self.sess.classes, d.item
         k = int(p.argmax())
         truth = ground_truth(it)
-        return {"path": it.rel, "frame": it.frame, "predicted": classes[k], "probability": round(float(p[k]), 6),
+        return {"path": it.rel, "frame": it.frame, "volume": it.volume, "predicted": classes[k], "probability": round(float(p[k]), 6),
                 "probabilities": {c: round(float(p[j]), 6) for j, c in enumerate(classes)},
                 "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, blank=d.blank),
                 "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
@@ -287,13 +287,9 @@ class BatchRun:
                             threshold_source="--ood-threshold" if self.opts.ood_threshold is not None else "model card")
         if interrupted is not None:
             summary["interrupted"] = True
-        if self.opts.heatmaps:
-            summary["gallery"] = GALLERY_HTML
-        write_json_atomic(self.out / SUMMARY_JSON, summary)
-        if self.opts.heatmaps:
-            from brisc.inference.gallery import write_gallery
-
-            write_gallery(self.out, rows, self.sess.card, summary)
+        publish(self.out, rows, self.sess.card, summary, skipped=self.col.skipped, gallery=self.opts.heatmaps,
+                rule=(self.opts.volume_slices, self.opts.volume_probability))
         return summary
+
 
 
