@@ -23,10 +23,14 @@ NUMBERS = ("probability", "ood_score")
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
-    """32 scans in class folders, an unreadable "scan" among them and a file that is not an image."""
+    """32 scans in class folders, a NIfTI volume (14 slices and 6 background ones), an unreadable "scan" among
+    them and a file that is not an image."""
+    from brisc.synth_volumes import volume_slices, write_nifti
+
     data = tmp_path_factory.mktemp("scale")
     generate(data, per_class=8, test_per_class=0, seed=3, size=96)
     root = data / "classification_task" / "train"
+    write_nifti(root / "study.nii.gz", volume_slices("meningioma", 1, size=64)[0])
     (root / "meningioma" / "m_broken.jpg").write_bytes(b"not a jpeg")
     (root / "notes.txt").write_text("acquisition notes\n")
     return root
@@ -39,7 +43,7 @@ def _infer(model, *args, check=True):
 def _same_rows(a: OutFolder, b: OutFolder) -> None:
     """Every row of ``a`` in ``b`` with the same fields; numbers within 1e-5 (batches of other sizes may round the
     last float bit differently), the rest equal."""
-    ra, rb = ({r["path"]: r for r in f.rows()} for f in (a, b))
+    ra, rb = ({(r["path"], r["frame"]): r for r in f.rows()} for f in (a, b))
     assert ra.keys() == rb.keys() and ra
     for path, r in ra.items():
         s = rb[path]
@@ -94,6 +98,7 @@ def test_three_shards_merged_equal_one_run_on_the_same_files(tiny_export, scans,
         assert a[k] == b[k], k
     assert [m["shard"]["index"] for m in b["merged_from"]] == [1, 2, 3]
     assert (merged.path / "index.html").is_file()
+    assert (one.path / "volumes.csv").read_text() == (merged.path / "volumes.csv").read_text()
     sizes = [len(OutFolder(tmp_path / f"part{i}").rows()) for i in (1, 2, 3)]
     assert sum(sizes) == len(one.rows()) and all(sizes)
 
@@ -137,6 +142,7 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(tiny_export, scans, 
     assert local.table("errors.csv") == ray.table("errors.csv")
     assert local.table("skipped.csv") == ray.table("skipped.csv")
     assert (ray.path / "index.html").is_file()
+    assert (local.path / "volumes.csv").read_text() == (ray.path / "volumes.csv").read_text()
 
 
 def test_a_killed_ray_driver_loses_nothing_and_resumes(tiny_export, scans, tmp_path):
@@ -161,7 +167,7 @@ def test_a_killed_ray_driver_loses_nothing_and_resumes(tiny_export, scans, tmp_p
     r = _infer(model, scans, "--out", out, "--engine", "ray", "--resume", check=False)
     assert r.returncode == 1, r.stderr[-2000:]
     rows = OutFolder(out).rows()
-    assert len(rows) == len({x["path"] for x in rows}) == n  # each scan exactly once
+    assert len(rows) == len({(x["path"], x["frame"]) for x in rows}) == n  # each scan and slice exactly once
     _same_rows(OutFolder(tmp_path / "local"), OutFolder(out))
 
 

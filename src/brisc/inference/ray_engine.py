@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -46,8 +45,7 @@ class Classifier:
         self.outputs, self.display, self.keep_input = outputs, display, keep_input
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = [Item(Path(p), rel, None if f < 0 else int(f), name)
-                 for p, rel, f, name in zip(batch["path"], batch["rel"], batch["frame"], batch["out_name"])]
+        items = list(batch["item"])  # brisc.inference.inputs.Item, pickled by Ray (a volume's slice keeps its source)
         decoded = [decode_item(it, self.sess.prep, self.display) for it in items]
         ok = [k for k, d in enumerate(decoded) if not d.error]
         res = self.sess.run(np.stack([decoded[k].x for k in ok]), self.outputs) if ok else {}
@@ -94,7 +92,9 @@ def start_ray(address: str | None, *, gpus: bool):
         return False
     for name in ("ray", "ray.data"):  # the run's own console lines are the report
         logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices on the driver's console
+    # Ray's C++ notices on the driver's console (Ray Data's actors warn that their arguments live in the object
+    # store); it still says once that it read this setting.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=False)
     if address is None:  # a local Ray for this run, on this machine's cores
         ray.init(num_cpus=os.cpu_count() or 1, **({} if gpus else {"num_gpus": 0}), **kw)
@@ -118,9 +118,7 @@ def ray_batches(run) -> Iterator[tuple[list[Decoded], dict[str, np.ndarray], flo
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in the order of the file list
         ctx.enable_progress_bars = False
-        ds = ray.data.from_items([{"index": k, "path": str(it.path), "rel": it.rel,
-                                   "frame": -1 if it.frame is None else it.frame, "out_name": it.out_name}
-                                  for k, it in enumerate(todo)])
+        ds = ray.data.from_items([{"index": k, "item": it} for k, it in enumerate(todo)])
         cpus = max(1, (os.cpu_count() or 1) // opts.concurrency)
         keep_input = opts.explain == "occlusion" or (opts.masks is not None and opts.faithfulness > 0)
         ds = ds.map_batches(

@@ -29,11 +29,17 @@ def shard_of(rel: str, count: int) -> int:
     return zlib.crc32(rel.encode("utf-8", "surrogateescape")) % count + 1
 
 
+def _file_of(key: str) -> str:
+    """A skipped or failed entry's file: a volume's slice "x.nii.gz#frame0003" goes with x.nii.gz."""
+    head, sep, tail = key.rpartition("#frame")
+    return head if sep and tail.isdigit() else key
+
+
 def select(col: Collected, shard: tuple[int, int] | None) -> Collected:
     """The files, errors and skipped files of one part (all of them without a shard)."""
     if shard is None:
         return col
     i, n = shard
-    mine = lambda rel: shard_of(rel, n) == i  # noqa: E731
+    mine = lambda key: shard_of(_file_of(key), n) == i  # noqa: E731
     return Collected(items=[it for it in col.items if mine(it.rel)], errors=[e for e in col.errors if mine(e[0])],
                      skipped=[s for s in col.skipped if mine(s[0])], duplicates=col.duplicates, root=col.root)
