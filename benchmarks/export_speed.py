@@ -20,7 +20,7 @@ from common import median_time, table
 
 def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int = 500, threads: int | None = None,
         rounds: int = 3) -> str:
-    from brisc.export.cli import ExportOptions, export_run
+    from brisc.export.run import ExportOptions, export_run
     from brisc.export.loading import load_trained
     from brisc.export.quantize import agreement
     from brisc.export.wrapper import ExportWrapper

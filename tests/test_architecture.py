@@ -85,7 +85,7 @@ def test_each_cli_and_its_options_dataclass_agree():
     of the dataclass has its option: the two spellings cannot drift apart."""
     from dataclasses import fields
 
-    from brisc.export.cli import ExportOptions
+    from brisc.export.run import ExportOptions
     from brisc.export.cli import main as export_main
     from brisc.inference.cli import main as infer_main
     from brisc.inference.runner import InferOptions

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from brisc.export.cli import ExportOptions, export_run
+from brisc.export.run import ExportOptions, export_run
 from brisc.export.loading import load_trained
 from brisc.export.wrapper import ExportWrapper, HeatmapSpec
 from brisc.imageio import Preprocessing, load
@@ -178,7 +178,7 @@ def test_truncated_or_tampered_graph_is_refused(tiny_export, tmp_path):
 
 
 def test_failed_self_check_deletes_the_output(tiny_run, tmp_path, monkeypatch):
-    from brisc.export import onnx as onnx_mod
+    from brisc.export import selfcheck as onnx_mod
 
     monkeypatch.setitem(onnx_mod.TOLERANCE, "logits", -1.0)  # nothing can pass
     with pytest.raises(onnx_mod.ExportCheckError, match="logits max abs diff"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brisc.export.cli import ExportOptions, export_run
+from brisc.export.run import ExportOptions, export_run
 from brisc.export.loading import load_trained
 from brisc.export.wrapper import ExportWrapper
 from brisc.imageio import load

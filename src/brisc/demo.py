@@ -37,7 +37,7 @@ def _tiny_hf_vit(path: Path) -> Path:
 @click.option("--per-class", default=60, show_default=True, help="Synthetic train images per class.")
 @click.option("--epochs", default=8, show_default=True)
 def main(out: Path, per_class: int, epochs: int) -> None:
-    from brisc.export.cli import ExportOptions, export_run
+    from brisc.export.run import ExportOptions, export_run
     from brisc.inference.runner import InferOptions, run_inference
     from brisc.inference.session import open_session
     from brisc.train.cli import RunOptions, run_training

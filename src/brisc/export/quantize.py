@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brisc.export.onnx import ort_runner
+from brisc.export.selfcheck import ort_runner
 from brisc.fsio import atomic_path
 
 

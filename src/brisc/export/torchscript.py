@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brisc.export.onnx import check_against_torch
+from brisc.export.selfcheck import check_against_torch
 from brisc.fsio import atomic_path
 from brisc.export.wrapper import ExportWrapper
 
