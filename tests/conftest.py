@@ -46,19 +46,11 @@ def synth_root(tmp_path_factory) -> Path:
 def write_dicom(path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", slope: float = 1.0,
                 intercept: float = 0.0, window: tuple[float, float] | None = None, with_pixels: bool = True):
     """A minimal but valid DICOM file (pydicom), single- or multi-frame (pixels [F, H, W])."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, SecondaryCaptureImageStorage
+    from pydicom.uid import SecondaryCaptureImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.PatientName = "Synthetic^Phantom"
+    from brisc.synth_volumes import new_dataset
+
+    ds = new_dataset(SecondaryCaptureImageStorage)
     pixels = np.asarray(pixels, np.uint16)
     frames = pixels.shape[0] if pixels.ndim == 3 else 1
     ds.Rows, ds.Columns = pixels.shape[-2:]

@@ -64,11 +64,26 @@ def write_nifti(path: Path, slices: np.ndarray, **stored_kw) -> Path:
     return path
 
 
+def new_dataset(sop_class: str):
+    """An empty DICOM dataset of ``sop_class`` with its file meta (explicit VR little endian), an MR of a phantom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName = "MR", "Synthetic^Phantom"
+    return ds
+
+
 def write_series(folder: Path, slices: np.ndarray, *, uid: str | None = None) -> list[Path]:
     """One DICOM file per slice, axial (ImageOrientationPatient 1,0,0,0,1,0), positioned in LPS; the files are
     named in reverse slice order, so only their positions order them."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import MRImageStorage, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     uid = uid or generate_uid()
@@ -77,14 +92,8 @@ def write_series(folder: Path, slices: np.ndarray, *, uid: str | None = None) ->
     n, size = slices.shape[0], slices.shape[1]
     paths = []
     for z in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PatientName, ds.SeriesInstanceUID = "MR", "Synthetic^Phantom", uid
+        ds = new_dataset(MRImageStorage)
+        ds.SeriesInstanceUID = uid
         ds.InstanceNumber = z + 1
         # pixel (row 0, column 0) is the patient's most right, most anterior voxel of the slice
         ds.ImagePositionPatient = [-(o[0] + dx * (size - 1)), -(o[1] + dy * (size - 1)), o[2] + dz * z]
