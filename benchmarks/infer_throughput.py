@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from brisc.inference.outdir import SUMMARY_JSON
+from brisc.inference.outdir import ERRORS_CSV, HEATMAPS, THUMBNAILS, OutFolder
 from common import table
 
 _CHILD = r"""
@@ -51,10 +51,10 @@ def infer(folder: Path, model: str, heatmaps: str | None, out: Path, extra: tupl
             + (["--heatmaps", "--heatmap-format", heatmaps] if heatmaps else []))
     r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=True)
     child = json.loads(r.stdout.strip().splitlines()[-1])
-    s = json.loads((out / SUMMARY_JSON).read_text())
+    s = OutFolder(out).summary()
     if not s["classified_this_run"]:
-        raise RuntimeError(f"brisc-infer classified nothing in {folder} (see {out / 'errors.csv'})")
-    drawn = [p for sub in ("heatmaps", "thumbnails") if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()]
+        raise RuntimeError(f"brisc-infer classified nothing in {folder} (see {out / ERRORS_CSV})")
+    drawn = [p for sub in (HEATMAPS, THUMBNAILS) if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()]
     return {**child, "img_s": s["img_per_s"], "model_img_s": s["model_img_per_s"], "n": s["classified"],
             "kb_per_scan": sum(p.stat().st_size for p in drawn) / 1e3 / s["classified"]}
 

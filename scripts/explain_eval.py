@@ -14,14 +14,13 @@ With --examples, copies two hits and two misses of the first model's own map as 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from brisc.runfolder import RunFolder
 from brisc.data import classes_in_turn, discover
-from brisc.inference.outdir import PREDICTIONS_JSONL
+from brisc.inference.outdir import OutFolder
 from brisc.inference.runner import InferOptions, run_inference
 from brisc.inference.session import open_session
 
@@ -59,7 +58,8 @@ def main() -> None:
                                                explain=method, heatmaps=heat, panels=heat,
                                                faithfulness=0 if method == "occlusion" else 100), sess, progress=False)
                 m = s["masks"]
-                name = json.loads((out / PREDICTIONS_JSONL).read_text().splitlines()[0])["explain"]
+                preds = OutFolder(out).rows()
+                name = preds[0]["explain"]
                 faith = (f"{m['deletion_auc']:.3f} ({m['deletion_auc_random']:.3f}) | {m['insertion_auc']:.3f} "
                          f"({m['insertion_auc_random']:.3f})" if m["faithfulness_n"] else "- | -")
                 for c, f in m["faithfulness_per_class"].items():
@@ -69,7 +69,6 @@ def main() -> None:
                 rows.append(f"| {kind} | {name} | {m['n']} | {m['pointing_game']:.3f} | {m['energy_in_mask']:.3f} | "
                             f"{m['mask_area_fraction']:.3f} | {faith} |")
                 if heat:
-                    preds = [json.loads(line) for line in (out / PREDICTIONS_JSONL).read_text().splitlines()]
                     hits = [p for p in preds if p["pointing_hit"] and p["correct"]][:2]
                     misses = [p for p in preds if p["pointing_hit"] is False][:2]
                     a.examples.mkdir(parents=True, exist_ok=True)

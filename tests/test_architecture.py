@@ -102,3 +102,17 @@ def test_each_cli_and_its_options_dataclass_agree():
         params = {renamed.get(p.name, p.name) for p in cli.params} - {None}
         names = {f.name for f in fields(opts)}
         assert params == names, (cli.name, params ^ names)
+
+
+def test_every_reader_names_the_output_files_through_outdir():
+    """brisc-infer's file names are spelled once (inference.outdir: OutFolder and its constants): no code in src/,
+    scripts/ or benchmarks/ joins a path with one of them as a literal."""
+    import re
+
+    from brisc.inference.outdir import OWN_FILES
+
+    joined = re.compile(r"/\s*[\"'](" + "|".join(re.escape(n) for n in OWN_FILES) + r")[\"']")
+    root = SRC.parents[1]
+    wrong = [f"{p.relative_to(root)}:{n}" for d in ("src", "scripts", "benchmarks") for p in sorted((root / d).rglob("*.py"))
+             if p.name != "outdir.py" for n, line in enumerate(p.read_text().splitlines(), 1) if joined.search(line)]
+    assert not wrong, wrong

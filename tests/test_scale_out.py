@@ -115,6 +115,8 @@ def test_merge_refuses_a_missing_a_repeated_or_an_unfinished_part_and_a_file_in_
         return run_cli(INFER, "merge", *folders, "--out", out, check=False)
 
     _one_line_exit_2(merge(parts[0], parts[2]), "2/3 missing")
+    _one_line_exit_2(run_cli("brisc.cli", "infer", "merge", parts[0], parts[2], "--out", out, check=False),
+                     "2/3 missing")  # `brisc infer merge` is the same command
     _one_line_exit_2(merge(parts[0], parts[1], parts[1], parts[2]), "part 2/3 is given twice")
     _one_line_exit_2(merge(parts[0], parts[1], tmp_path / "whole"), "not a shard")
     # a file in two parts: one row of part 1 copied into part 2

@@ -39,6 +39,7 @@ def _tiny_hf_vit(path: Path) -> Path:
 def main(out: Path, per_class: int, epochs: int) -> None:
     from brisc.export.run import ExportOptions, export_run
     from brisc.inference.runner import InferOptions, run_inference
+    from brisc.inference.outdir import GALLERY_HTML
     from brisc.inference.session import open_session
     from brisc.train.cli import RunOptions, run_training
 
@@ -74,7 +75,7 @@ def main(out: Path, per_class: int, epochs: int) -> None:
     click.echo(json.dumps({k: summary[k] for k in ("classified", "failures", "predicted_per_class", "img_per_s")}))
     if "ground_truth" in summary:
         click.echo(f"accuracy on the synthetic test split: {summary['ground_truth']['accuracy']:.3f}")
-    click.echo(f"gallery: {infer / 'index.html'}\nResearch use only: not a medical device.")
+    click.echo(f"gallery: {infer / GALLERY_HTML}\nResearch use only: not a medical device.")
 
 
 if __name__ == "__main__":
