@@ -27,10 +27,12 @@ def run(model: str, data: Path, n_large: int = 1000, n_small: int = 100, rounds:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folders = {n: _folder(images, n, tmp) for n in (n_large, n_small)}
-        for r in range(rounds):
+        runs = 0
+        for _ in range(rounds):
             for name, extra in ENGINES.items():
                 for n, folder in folders.items():
-                    res = infer(folder, model, None, tmp / f"out_{r}_{n}_{len(seconds)}", extra)
+                    runs += 1
+                    res = infer(folder, model, None, tmp / f"out{runs}", extra)
                     seconds.setdefault((name, n), []).append(res["wall"])
     rows, local = [], None
     for name in ENGINES:

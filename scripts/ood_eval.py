@@ -25,7 +25,8 @@ from brisc.data import label_from_path
 from brisc.export.loading import load_trained
 from brisc.export.ood import fit_run, load_images, run_features
 from brisc.metrics import classification_metrics, softmax
-from brisc.ood import SCORES, evaluate, score, threshold_for
+from brisc.imageio import DEFAULT
+from brisc.ood import IMAGE_RULE, SCORES, evaluate, image_rule, score, threshold_for
 from brisc.ood_eval import evaluation_set, mni152_slices
 from brisc.runfolder import RunFolder
 from brisc.train.outliers import KINDS, deleted, make_outliers
@@ -54,11 +55,15 @@ def graph_report(graph: Path) -> None:
         return np.concatenate([o["probabilities"] for o in out]), np.concatenate([o["ood_score"] for o in out])
 
     ev, _ = evaluation_set()
-    p, s = run(np.stack([o.image for o in ev]))
-    passed = [(o.name, sess.classes[int(q.argmax())], float(q.max())) for o, q, v in zip(ev, p, s) if not v > t]
-    print(f"{graph}: threshold {t:.4g} ({sess.card.ood['score']}); flags {(s > t).mean():.3f} of the {len(ev)} "
-          f"evaluation images; not flagged: " + (", ".join(f"{n} ({c} {q:.3f})" for n, c, q in passed) or "none"))
-    for o, q, v in zip(mni152_slices(), *run(np.stack([o.image for o in mni152_slices()]))):
+    images = np.stack([o.image for o in ev])
+    p, s = run(images)
+    flags = (s > t) | image_rule(images, sess.prep.mean, sess.prep.std)  # as brisc-infer flags them
+    passed = [(o.name, sess.classes[int(q.argmax())], float(q.max())) for o, q, f in zip(ev, p, flags) if not f]
+    print(f"{graph}: threshold {t:.4g} ({sess.card.ood['score']}); flags {flags.mean():.3f} of the {len(ev)} "
+          f"evaluation images ({(s > t).mean():.3f} by the score alone, the rest by the image rule: {IMAGE_RULE}); "
+          "not flagged: " + (", ".join(f"{n} ({c} {q:.3f})" for n, c, q in passed) or "none"))
+    mni = mni152_slices()
+    for o, q, v in zip(mni, *run(np.stack([o.image for o in mni]))):
         print(f"  {o.name}: {sess.classes[int(q.argmax())]} {q.max():.3f}, ood_score {v:.1f} "
               + ("flagged" if v > t else "in distribution"))
 
@@ -114,6 +119,14 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{res[g]['auroc']:.3f} / {res[g]['ood_flag_rate']:.2f}" for g in head) + " |")
     print("(each cell: AUROC against validation / share flagged at the threshold that flags at most 5% of validation; "
           f"validation flag rate {results['scores']['mahalanobis']['evaluation set: all']['id_flag_rate']:.3f})")
+    rule = {g: image_rule(imgs, DEFAULT.mean, DEFAULT.std) for g, imgs in groups.items()}
+    s_val = score("mahalanobis", logits=l_val, features=f_val, stats=stats)
+    t = threshold_for(s_val)
+    with_rule = {g: float(((score("mahalanobis", logits=lg, features=f, stats=stats) > t) | rule[g]).mean())
+                 for g, (f, lg) in feats.items()}
+    results["mahalanobis_with_image_rule"] = with_rule
+    print(f"mahalanobis with the image rule (brisc-infer's flags; {IMAGE_RULE}): "
+          + ", ".join(f"{g} {v:.2f}" for g, v in with_rule.items()))
     top = {g: results["scores"]["mahalanobis"][g]["max_probability"] for g in head}
     print("highest class probability in each group: " + ", ".join(f"{g} {p:.3f}" for g, p in top.items()))
     if a.json:

@@ -40,7 +40,8 @@ def test_overlay_is_the_scan_with_the_map_faded_in_where_it_is_high(tiny_export,
         expected = (1 - a) * src + a * colorize(up[..., 0])
         assert np.abs(ov - expected).mean() <= 3.0  # 256-colour palette and 8-bit rounding
         hi, lo = up[..., 0] > np.quantile(up, 0.9), up[..., 0] < 0.05
-        assert np.abs(ov - src)[hi].mean() > np.abs(ov - src)[lo].mean() + 15
+        tint_hi, tint_lo = np.abs(ov - src)[hi].mean(), np.abs(ov - src)[lo].mean()
+        assert tint_hi > 8 and tint_hi > 3 * tint_lo  # tinted at the map's top tenth, nearly untouched where it is low
         thumb = Image.open(out / "thumbnails" / f"{scan.stem}.jpg")
         assert max(thumb.size) == 128
         assert not (out / "heatmaps" / f"{scan.stem}.panel.png").exists()  # panels only with --panels

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from brisc.ood import (SCORES, auroc, background_distance, evaluate, fit_gaussians, flagged, score, threshold_for)
+from brisc.ood import (SCORES, auroc, background_distance, evaluate, fit_gaussians, flagged, image_rule, score,
+                       threshold_for)
 from brisc.sidecar import read_sidecar
 from conftest import gallery_data, prediction_rows, run_cli
 
@@ -60,6 +61,20 @@ def test_threshold_flags_at_most_the_rate_and_auroc_bounds():
     assert auroc(np.zeros(5), np.ones(5)) == 1.0 and auroc(np.ones(5), np.ones(5)) == 0.5
     ev = evaluate(s, s + 100, t)
     assert ev["auroc"] == 1.0 and ev["ood_flag_rate"] == 1.0
+
+
+def test_the_image_rule_flags_blank_and_coloured_pictures_never_a_grey_scan(real_images):
+    from brisc.imageio import DEFAULT, load
+
+    grey = np.stack([load(p) for p in real_images])
+    assert not image_rule(grey, DEFAULT.mean, DEFAULT.std).any()  # BRISC's scans are grey
+    tinted = grey.copy()
+    tinted[:, 0] = np.clip(tinted[:, 0] + 0.3, -1, 1)  # red shifted by ~38 of 255 everywhere
+    spot = grey.copy()
+    spot[:, 1, :10, :10] = 1.0  # a coloured corner: 100 of 50,176 pixels, under the 1% share
+    blank = np.full((1, 3, 224, 224), 0.2, np.float32)
+    assert image_rule(tinted, DEFAULT.mean, DEFAULT.std).all() and image_rule(blank, DEFAULT.mean, DEFAULT.std).all()
+    assert not image_rule(spot, DEFAULT.mean, DEFAULT.std).any()
 
 
 def test_fit_needs_every_class():
@@ -154,14 +169,17 @@ def test_infer_writes_the_flag_counts_override_and_gallery_badge(tiny_export, sy
     for p in sorted((synth_root / "classification_task" / "test").rglob("*.jpg"))[:6]:
         (scans / p.name).write_bytes(p.read_bytes())
     Image.new("L", (200, 200), 0).save(scans / "black.png")  # blank: classified and always flagged
+    grey = Image.open(sorted(scans.glob("*.jpg"))[0]).convert("RGB")
+    Image.merge("RGB", (grey.getchannel(0), grey.getchannel(1).point(lambda v: v // 2),
+                        grey.getchannel(2).point(lambda v: v // 3))).save(scans / "tinted.png")  # coloured: flagged
     out = tmp_path / "o"
     r = run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", "--panels")
     rows = {row["path"]: row for row in prediction_rows(out)}
     card = read_sidecar(tiny_export / "vit.onnx")
-    assert rows["black.png"]["in_distribution"] is False
+    assert rows["black.png"]["in_distribution"] is False and rows["tinted.png"]["in_distribution"] is False
     for row in rows.values():
         assert isinstance(row["ood_score"], float)
-        if row["path"] != "black.png":
+        if row["path"] not in ("black.png", "tinted.png"):
             assert row["in_distribution"] == (row["ood_score"] <= card.ood["threshold"])
     with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
         table = {row["path"]: row for row in csv.DictReader(f)}
@@ -208,7 +226,8 @@ def shipped():
 def _probs_and_flags(sess, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = [sess.run(x[i:i + 32], ["probabilities", "ood_score"]) for i in range(0, len(x), 32)]
     probs = np.concatenate([o["probabilities"] for o in out])
-    return probs, flagged(np.concatenate([o["ood_score"] for o in out]), sess.card.ood["threshold"])
+    by_score = flagged(np.concatenate([o["ood_score"] for o in out]), sess.card.ood["threshold"])
+    return probs, by_score | image_rule(x, sess.prep.mean, sess.prep.std)  # as brisc-infer flags them
 
 
 def test_shipped_model_flags_the_ood_evaluation_set_and_not_its_validation(shipped, brisc_root):

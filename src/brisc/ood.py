@@ -116,6 +116,26 @@ def threshold_for(id_scores: np.ndarray, flag_rate: float = FLAG_RATE) -> float:
     return float(s[k])
 
 
+# Inputs flagged whatever their score. BRISC's scans are grey (no BRISC training scan has a coloured pixel by this
+# test): a picture with over 1% of its pixels' channels more than 24 of 255 apart is not an MRI slice as BRISC holds
+# them (a colour Doppler ultrasound, a photograph), and a blank frame (one value everywhere) shows nothing.
+COLOUR_SPREAD, COLOUR_SHARE = 24.0, 0.01
+IMAGE_RULE = ("blank frames and coloured pictures (over 1% of the pixels with channels more than 24 of 255 apart; "
+              "BRISC's scans are grey) are flagged whatever their score")
+
+
+def image_rule(x: np.ndarray, mean, std) -> np.ndarray:
+    """[B] True for the inputs (model units [B, 3, H, W], normalised with ``mean``, ``std``) that are flagged out of
+    distribution whatever their ood_score: blank or coloured (``IMAGE_RULE``)."""
+    x = np.asarray(x, np.float32)
+    flat = x.reshape(len(x), -1)
+    blank = flat.max(1) == flat.min(1)
+    sub = x[:, :, ::4, ::4]  # every 16th pixel estimates the coloured share well enough for a 1% rule, 16x cheaper
+    px = (sub * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]) * 255
+    coloured = ((px.max(1) - px.min(1)) > COLOUR_SPREAD).mean((1, 2)) > COLOUR_SHARE
+    return blank | coloured
+
+
 def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Out of distribution: the score strictly above the threshold (NaN, from a broken input, is flagged too)."""
     s = np.asarray(scores, np.float64)

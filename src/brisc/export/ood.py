@@ -21,8 +21,9 @@ from torch import nn
 
 from brisc import CLASSES
 from brisc.data import label_from_path
-from brisc.imageio import ImageLoadError, load
-from brisc.ood import FEATURE_SCORES, FLAG_RATE, SCORES, GaussianStats, evaluate, fit_gaussians, threshold_for
+from brisc.imageio import DEFAULT, ImageLoadError, load
+from brisc.ood import (FEATURE_SCORES, FLAG_RATE, IMAGE_RULE, SCORES, GaussianStats, evaluate, fit_gaussians,
+                       image_rule, threshold_for)
 from brisc.runfolder import RunFolder
 
 FEATURE = {"vit": "the final-norm [CLS] token (the head's input)", "hf_vit": "the final-norm [CLS] token",
@@ -111,20 +112,24 @@ def calibrate(run_fn, method: str, kind: str, val_images: np.ndarray, eval_set: 
     (``eval_set``: brisc.ood_eval.Outlier items; None or empty leaves that part out)."""
     val = graph_scores(run_fn, val_images)
     t = threshold_for(val, flag_rate)
+    mean, std = DEFAULT.mean, DEFAULT.std  # the images were loaded with the default preprocessing
     card = {"score": method, "feature": FEATURE.get(kind, "") if method in FEATURE_SCORES else "logits",
             "threshold": t, "higher_means": "less like the training scans",
             "rule": f"flagged when ood_score > threshold; the threshold is the smallest validation score with at most "
-                    f"{flag_rate:.0%} of the validation scans above it",
-            "validation": {"n": int(len(val)), "flag_rate": float((val > t).mean())}}
+                    f"{flag_rate:.0%} of the validation scans above it; " + IMAGE_RULE,
+            "validation": {"n": int(len(val)),
+                           "flag_rate": float(((val > t) | image_rule(val_images, mean, std)).mean())}}
     if eval_set:
-        scores = graph_scores(run_fn, np.stack([o.image for o in eval_set]))
+        images = np.stack([o.image for o in eval_set])
+        scores = graph_scores(run_fn, images)
         ev = evaluate(val, scores, t)
+        flags = (scores > t) | image_rule(images, mean, std)  # as brisc-infer flags them
         per_kind = {}
         for k in sorted({o.kind for o in eval_set}):
             sel = np.array([o.kind == k for o in eval_set])
-            per_kind[k] = {"n": int(sel.sum()), "flag_rate": float((scores[sel] > t).mean())}
-        card["evaluation_set"] = {"n": ev["ood_n"], "auroc": ev["auroc"], "flag_rate": ev["ood_flag_rate"],
-                                  "per_kind": per_kind}
+            per_kind[k] = {"n": int(sel.sum()), "flag_rate": float(flags[sel].mean())}
+        card["evaluation_set"] = {"n": ev["ood_n"], "auroc": ev["auroc"], "flag_rate": float(flags.mean()),
+                                  "score_flag_rate": ev["ood_flag_rate"], "per_kind": per_kind}
     return card
 
 

@@ -188,7 +188,7 @@ def summary_lines(s: dict, out: Path) -> list[str]:
     o = s.get("ood", {})
     if o.get("threshold") is not None or s.get("out_of_distribution"):
         rule = (f"ood_score above {o['threshold']:.4g}, from the {o.get('threshold_from')}" if o.get("threshold") is not None
-                else "blank frames; this model has no ood_score")
+                else "blank and coloured pictures; this model has no ood_score")
         lines.append(f"{s['out_of_distribution']} of {s['classified']} flagged as not like the training scans ({rule}): "
                      "their class is not reliable")
     if "ground_truth" in s:

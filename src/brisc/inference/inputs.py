@@ -20,6 +20,7 @@ from brisc.fsio import walk_files
 from brisc.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageLoadError, decode, image_frames, is_dicom,
                            load_keeping_image, resize, to_array)
 from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
+from brisc.ood import image_rule
 from brisc.inference.session import InferenceError
 from brisc.inference.volume_inputs import add_volume, group_series
 from brisc.volumes import NIFTI_SUFFIXES, VolumeError, VolumeSource, is_nifti
@@ -219,7 +220,11 @@ class Decoded:
     display: object = None  # PIL image of the scan for overlays
     sha256: str | None = None
     error: str | None = None
-    blank: bool = False  # every pixel the same value: classified, and always flagged out of distribution
+    always_flagged: bool = False  # blank or coloured (brisc.ood.image_rule): classified, and flagged out of distribution
+
+
+def _image_rule(x: np.ndarray, prep) -> bool:
+    return bool(image_rule(x[None], prep.mean, prep.std)[0])
 
 
 def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
@@ -231,7 +236,7 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
             img, data_hash = vol.image(item.source.plane, item.frame), vol.sha256
             x = to_array(resize(img, prep.size), mean=prep.mean, std=prep.std)
             disp = None if display is None else fit(img, OVERLAY_MAX if display == "overlay" else PANEL_MAX)
-            return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()))
+            return Decoded(item, x, disp, data_hash, always_flagged=_image_rule(x, prep))
         data_hash = hashlib.sha256(item.path.read_bytes()).hexdigest()
         frame = item.frame or 0
         x, img = load_keeping_image(item.path, frame=frame, prep=prep)
@@ -240,7 +245,7 @@ def decode_item(item: Item, prep, display: str | None = None) -> Decoded:
             disp = fit(img, OVERLAY_MAX)
         elif display == "panel":
             disp = fit(decode(item.path, frame=frame, size=None), PANEL_MAX)
-        return Decoded(item, x, disp, data_hash, blank=bool(x.min() == x.max()))
+        return Decoded(item, x, disp, data_hash, always_flagged=_image_rule(x, prep))
     except ImageLoadError as e:
         return Decoded(item, error=e.reason)
     except VolumeError as e:

@@ -89,9 +89,10 @@ def ood_threshold(opts, sess: ModelSession) -> float | None:
     return None if t is None else float(t)
 
 
-def in_distribution(score: float | None, threshold: float | None, *, blank: bool = False) -> bool | None:
-    """True: like the training scans by the threshold; False: not (always for a blank frame); None: unknown."""
-    if blank:
+def in_distribution(score: float | None, threshold: float | None, *, always_flagged: bool = False) -> bool | None:
+    """True: like the training scans by the threshold; False: not (always for a blank or coloured picture,
+    brisc.ood.image_rule); None: unknown."""
+    if always_flagged:
         return False
     if score is None or threshold is None:
         return None

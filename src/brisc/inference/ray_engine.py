@@ -54,7 +54,7 @@ class Classifier:
             "index": np.asarray(batch["index"]),
             "error": np.array([d.error or "" for d in decoded], dtype=object),
             "sha256": np.array([d.sha256 or "" for d in decoded], dtype=object),
-            "blank": np.array([d.blank for d in decoded]),
+            "always_flagged": np.array([d.always_flagged for d in decoded]),
         }
         for name in self.outputs:  # rows that failed to decode get zeros (their error says why)
             if ok:
@@ -137,7 +137,8 @@ def ray_batches(run) -> Iterator[tuple[list[Decoded], dict[str, np.ndarray], flo
                     continue
                 decoded.append(Decoded(it, x=b["x"][j] if "x" in b else None,
                                        display=_unpack(b["display"][j]) if "display" in b else None,
-                                       sha256=str(b["sha256"][j]), blank=bool(b["blank"][j])))
+                                       sha256=str(b["sha256"][j]),
+                                       always_flagged=bool(b["always_flagged"][j])))
             ok = np.array([not d.error for d in decoded])
             yield decoded, {name: b[name][ok] for name in run.outputs if name in b}, 0.0
     finally:

@@ -223,7 +223,7 @@ class BatchRun:
         truth = ground_truth(it)
         return {"path": it.rel, "frame": it.frame, "volume": it.volume, "predicted": classes[k], "probability": round(float(p[k]), 6),
                 "probabilities": {c: round(float(p[j]), 6) for j, c in enumerate(classes)},
-                "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, blank=d.blank),
+                "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, always_flagged=d.always_flagged),
                 "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
                 "mask": None, "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
                 "insertion_auc": None, "deletion_auc_random": None, "insertion_auc_random": None, "heatmap": None, "thumbnail": None, "panel": None, "map": None,
