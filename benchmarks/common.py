@@ -30,3 +30,17 @@ def train_step(model, opt, x, y, *, bf16: bool, device) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+
+
+def infer_bench_args(*, small: int, large: int, model: str | None = None):
+    """The command line the brisc-infer benchmarks share: --model, --data, --small, --large, --rounds."""
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=model, required=model is None)
+    ap.add_argument("--data", default=os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
+    ap.add_argument("--small", type=int, default=small)
+    ap.add_argument("--large", type=int, default=large)
+    ap.add_argument("--rounds", type=int, default=3)
+    return ap.parse_args()

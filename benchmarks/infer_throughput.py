@@ -7,7 +7,6 @@ peak RSS for 5000 images <= 1.1x that for 1000.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from brisc.inference.outdir import ERRORS_CSV, HEATMAPS, THUMBNAILS, OutFolder
-from common import table
+from common import infer_bench_args, table
 
 _CHILD = r"""
 import json, sys, time
@@ -95,11 +94,5 @@ def run(model: str, data: Path, n_small: int = 1000, n_large: int = 5000, rounds
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", default=os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
-    ap.add_argument("--small", type=int, default=1000)
-    ap.add_argument("--large", type=int, default=5000)
-    ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
+    a = infer_bench_args(small=1000, large=5000)
     print(run(a.model, Path(a.data), a.small, a.large, a.rounds))

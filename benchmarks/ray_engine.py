@@ -8,13 +8,11 @@ gives the img/s end to end and after start-up, the latter from the difference be
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
-from common import machine, table
+from common import infer_bench_args, machine, table
 from infer_throughput import _folder, infer
 
 ENGINES = {"local engine": (), "Ray, 2 actors": ("--engine", "ray", "--concurrency", "2"),
@@ -48,11 +46,5 @@ def run(model: str, data: Path, n_large: int = 1000, n_small: int = 100, rounds:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="src/brisc/inference/models/default.onnx")
-    ap.add_argument("--data", default=os.environ.get("BRISC_DATA", "../shared/data/brisc2025"))
-    ap.add_argument("--large", type=int, default=1000)
-    ap.add_argument("--small", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
+    a = infer_bench_args(small=100, large=1000, model="src/brisc/inference/models/default.onnx")
     print(run(a.model, Path(a.data), a.large, a.small, a.rounds))
