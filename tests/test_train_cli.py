@@ -6,7 +6,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -56,6 +55,18 @@ def resume_data(tmp_path_factory):
     return root
 
 
+UNBUFFERED = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+
+
+def _after_epoch_one(p: subprocess.Popen) -> None:
+    """Wait for brisc-train's line for epoch 1, printed once that epoch's state.pt is written (engine.fit): the
+    event to interrupt on, with no polling."""
+    for line in p.stdout:
+        if "] epoch 1/" in line:
+            return
+    raise AssertionError(f"brisc-train exited {p.wait()} before its first epoch ended")
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path):
     args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "3", "--batch-size", "4",
             "--wandb", "disabled"]
@@ -63,11 +74,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path
 
     killed = tmp_path / "killed"
     p = subprocess.Popen([sys.executable, "-m", "brisc.train.cli", *map(str, args), "--out", str(killed)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=UNBUFFERED)
     state = killed / "vit" / "state.pt"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.01)
+    _after_epoch_one(p)
     os.kill(p.pid, signal.SIGKILL)  # during epoch 2
     p.wait()
     assert state.exists() and not (killed / "vit" / "metrics.json").exists(), "the kill came too late to test resume"
@@ -86,11 +95,9 @@ def test_sigterm_stops_training_in_one_line_and_leaves_no_temporary_file(resume_
     out = tmp_path / "termed"
     p = subprocess.Popen([sys.executable, "-m", "brisc.train.cli", "--data", str(resume_data), "--models", "vit",
                           "--preset", "tiny", "--epochs", "50", "--batch-size", "4", "--wandb", "disabled",
-                          "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=UNBUFFERED)
     state = out / "vit" / "state.pt"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.01)
+    _after_epoch_one(p)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err[-2000:]

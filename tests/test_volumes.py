@@ -213,3 +213,38 @@ def test_a_gzip_that_is_not_nifti_is_one_error_row(tiny_export, tmp_path):
     r = run_cli(INFER, tmp_path / "notes.nii.gz", "--model", tiny_export / "vit.onnx", "--out", out, "--quiet",
                 check=False)
     assert r.returncode == 3 and "unreadable NIfTI file" in dict(OutFolder(out).table("errors.csv"))["notes.nii.gz"]
+
+
+def test_planes_mixed_series_a_missing_extra_and_brisc_synth_volumes(tiny_export, glioma_slices, tmp_path):
+    slices, _ = glioma_slices
+    data = tmp_path / "scans"
+    data.mkdir()
+    write_nifti(data / "v.nii.gz", slices)
+    files = write_series(data / "mixed", slices)
+    from pydicom import dcmread
+
+    ds = dcmread(files[3])
+    ds.Rows, ds.Columns = 32, 128  # the same pixel count, another shape: mixed geometry
+    ds.save_as(files[3])
+    model = tiny_export / "vit.onnx"
+    out = tmp_path / "coronal"
+    run_cli(INFER, data, "--model", model, "--out", out, "--plane", "coronal", "--quiet", check=False)
+    rows = _rows(out)
+    assert {z for p, z in rows if p == "v.nii.gz"} <= set(range(64)) and sum(p == "v.nii.gz" for p, _ in rows) > 30
+    errors = dict(OutFolder(out).table("errors.csv"))
+    assert any(p.startswith("mixed/") and "mixed geometry" in e for p, e in errors.items()), errors
+    # without nibabel a NIfTI file is one error row naming the extra; the rest goes on
+    import subprocess
+    import sys
+
+    code = "import sys\nsys.modules['nibabel'] = None\nfrom brisc.inference.cli import main\nmain(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, str(data / "v.nii.gz"), str(data / "mixed" / "im0001.dcm"),
+                        "--model", str(model), "--out", str(tmp_path / "nonib"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "brisc-mri[volumes]" in dict(OutFolder(tmp_path / "nonib").table("errors.csv"))["v.nii.gz"]
+    # brisc-synth --volumes writes NIfTI files and DICOM series that brisc-infer reads
+    synth = tmp_path / "synth"
+    r = run_cli("brisc.synth", synth, "--per-class", "1", "--size", "64", "--volumes", "2")
+    assert "wrote 2 volumes" in r.stdout
+    assert sorted(p.name for p in (synth / "volumes").glob("*.nii.gz")) == ["glioma_000.nii.gz", "meningioma_001.nii.gz"]
+    assert len(list((synth / "volumes" / "series" / "glioma_000").glob("*.dcm"))) == DEPTH
