@@ -116,3 +116,16 @@ def test_every_reader_names_the_output_files_through_outdir():
     wrong = [f"{p.relative_to(root)}:{n}" for d in ("src", "scripts", "benchmarks") for p in sorted((root / d).rglob("*.py"))
              if p.name != "outdir.py" for n, line in enumerate(p.read_text().splitlines(), 1) if joined.search(line)]
     assert not wrong, wrong
+
+
+def test_the_row_builder_and_the_columns_are_one_contract():
+    """inference.outdir holds brisc-infer's row: new_row gives every column of predictions.csv, in its order."""
+    from brisc import CLASSES
+    from brisc.inference.outdir import ROW_FIELDS, new_row
+
+    row = new_row(path="a.jpg", frame=None, volume=None, probabilities={c: 0.25 for c in CLASSES}, ood_score=1.0,
+                  in_distribution=True, true_label=None, explain="cls", model="m.onnx", model_sha256="0" * 64,
+                  provider="CPUExecutionProvider", input_sha256="1" * 64, time="2026-12-02T00:00:00+00:00")
+    columns = [k for k in row if k != "probabilities"]
+    at = columns.index("probability") + 1
+    assert columns[:at] + [f"p_{c}" for c in CLASSES] + columns[at:] == ROW_FIELDS

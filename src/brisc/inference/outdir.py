@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from brisc import CLASSES
 from brisc.fsio import is_tmp_name
 from brisc.inference.session import InferenceError
 
@@ -35,11 +36,34 @@ OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMAR
 HEATMAPS, THUMBNAILS, VOLUMES = "heatmaps", "thumbnails", "volumes"  # VOLUMES: the contact sheets
 OWN_FOLDERS = (HEATMAPS, THUMBNAILS, VOLUMES)
 
+# The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
+ROW_FIELDS = ["path", "frame", "volume", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
+              "ood_score", "in_distribution", "true_label", "correct", "explain", "mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
+              "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map",
+              "model", "model_sha256", "provider", "input_sha256", "time"]
+MEASURED = ("mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area", "deletion_auc", "insertion_auc",
+            "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map")
+
+
+def new_row(*, path: str, frame: int | None, volume: str | None, probabilities: dict[str, float],
+            ood_score: float | None, in_distribution: bool | None, true_label: str | None, explain: str | None,
+            model: str, model_sha256: str, provider: str, input_sha256: str | None, time: str) -> dict:
+    """One scan's row with every field of ``ROW_FIELDS`` (the probabilities as one dict); the mask figures and the
+    files drawn (``MEASURED``) are None until they are."""
+    predicted = max(probabilities, key=probabilities.get)
+    return {"path": path, "frame": frame, "volume": volume, "predicted": predicted,
+            "probability": probabilities[predicted], "probabilities": probabilities, "ood_score": ood_score,
+            "in_distribution": in_distribution, "true_label": true_label,
+            "correct": (true_label == predicted) if true_label else None, "explain": explain,
+            **dict.fromkeys(MEASURED), "model": model, "model_sha256": model_sha256, "provider": provider,
+            "input_sha256": input_sha256, "time": time}
+
 
 @dataclass(frozen=True)
 class OutFolder:
     """One brisc-infer output folder, for every reader (merge, gallery, benchmarks, scripts, tests): its files by
-    role, and its record read back. The writers (``outputs.Writer``, the runner) name the same files."""
+    role, and its record read back. The writers (``outputs.Writer``, the runner) name the same files, and build
+    its rows with ``new_row`` (``ROW_FIELDS``), both below."""
 
     path: Path
 

@@ -14,20 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from brisc import CLASSES
 from brisc.fsio import atomic_path
 from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
 from brisc.inference.options import InferOptions
-from brisc.inference.outdir import (ERRORS_CSV, HEATMAPS, PREDICTIONS_CSV, PREDICTIONS_JSONL, SKIPPED_CSV, THUMBNAILS,
-                                    read_rows)
-
-
-# The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
-ROW_FIELDS = ["path", "frame", "volume", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
-              "ood_score", "in_distribution", "true_label", "correct", "explain", "mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
-              "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map",
-              "model", "model_sha256", "provider", "input_sha256", "time"]
+from brisc.inference.outdir import (ERRORS_CSV, HEATMAPS, PREDICTIONS_CSV, PREDICTIONS_JSONL, ROW_FIELDS, SKIPPED_CSV,
+                                    THUMBNAILS, read_rows)
 
 
 def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:

@@ -30,6 +30,7 @@ from brisc.inference.inputs import (Collected, Decoded, Item, check_inputs, coll
 from brisc.inference.plan import (check_masks, check_resume, explain_method, faithfulness_keys, in_distribution,
                                   ood_threshold, skipped_text)
 from brisc.inference.options import InferOptions
+from brisc.inference.outdir import new_row
 from brisc.inference.outputs import Writer, render
 from brisc.inference.session import InferenceError, ModelSession
 from brisc.inference.shard import select
@@ -218,18 +219,14 @@ class BatchRun:
         return self.sess.run(images, ["probabilities"])["probabilities"]
 
     def _row(self, d: Decoded, p: np.ndarray, now: str, ood_score: float | None) -> dict:
-        classes, it = self.sess.classes, d.item
-        k = int(p.argmax())
-        truth = ground_truth(it)
-        return {"path": it.rel, "frame": it.frame, "volume": it.volume, "predicted": classes[k], "probability": round(float(p[k]), 6),
-                "probabilities": {c: round(float(p[j]), 6) for j, c in enumerate(classes)},
-                "ood_score": ood_score, "in_distribution": in_distribution(ood_score, self.threshold, always_flagged=d.always_flagged),
-                "true_label": truth, "correct": (truth == classes[k]) if truth else None, "explain": self.method,
-                "mask": None, "pointing_hit": None, "pointing_chance": None, "energy_in_mask": None, "mask_area": None, "deletion_auc": None,
-                "insertion_auc": None, "deletion_auc_random": None, "insertion_auc_random": None, "heatmap": None, "thumbnail": None, "panel": None, "map": None,
-                "model": self.sess.name,
-                "model_sha256": self.sess.card.model_sha256, "provider": self.sess.provider,
-                "input_sha256": d.sha256, "time": now}
+        it = d.item
+        return new_row(path=it.rel, frame=it.frame, volume=it.volume,
+                       probabilities={c: round(float(p[j]), 6) for j, c in enumerate(self.sess.classes)},
+                       ood_score=ood_score,
+                       in_distribution=in_distribution(ood_score, self.threshold, always_flagged=d.always_flagged),
+                       true_label=ground_truth(it), explain=self.method, model=self.sess.name,
+                       model_sha256=self.sess.card.model_sha256, provider=self.sess.provider, input_sha256=d.sha256,
+                       time=now)
 
     def _mask_error(self, it: Item, mp: Path, reason: str) -> None:
         self.failures += 1
