@@ -39,6 +39,12 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def nifti_stem(name: str) -> str:
+    """"a/x.nii.gz" -> "a/x" (both suffixes at once, as the name's extension); any other name unchanged."""
+    low = name.lower()
+    return next((name[: -len(s)] for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if low.endswith(s)), name) or name
+
+
 def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Voxels and their voxel-to-RAS affine -> the same voxels with axes permuted and flipped so that they run
     along +x (right), +y (anterior), +z (superior), whichever is closest for an oblique volume, and the matching
@@ -47,8 +53,8 @@ def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndar
     zooms = np.sqrt((rzs ** 2).sum(0))
     zooms[zooms == 0] = 1
     u, _, vt = np.linalg.svd(rzs / zooms)
-    q = np.abs(u @ vt)  # the closest rotation: |q[w, a]| is how far array axis a runs along world axis w
-    signed = u @ vt
+    signed = u @ vt  # the closest rotation: |signed[w, a]| is how far array axis a runs along world axis w
+    q = np.abs(signed)
     world_of = np.full(3, -1)
     for _ in range(3):  # greedily, the array axis and world axis that agree most, as nibabel's io_orientation
         w, a = np.unravel_index(np.argmax(q), q.shape)

@@ -23,7 +23,7 @@ from brisc.inference.heatmap import OVERLAY_MAX, PANEL_MAX, fit
 from brisc.ood import image_rule
 from brisc.inference.session import InferenceError
 from brisc.inference.volume_inputs import add_volume, group_series
-from brisc.volumes import NIFTI_SUFFIXES, VolumeError, VolumeSource, is_nifti
+from brisc.volumes import VolumeError, VolumeSource, is_nifti, nifti_stem
 
 
 @dataclass(frozen=True)
@@ -181,9 +181,8 @@ def output_names(items: list[Item]) -> list[Item]:
     def bare_name(it: Item) -> str:
         if it.source is not None and it.source.series_uid:  # <folder>/<UID>: the UID's dots are no extension
             return it.rel
-        for suffix in NIFTI_SUFFIXES[::-1]:  # x.nii.gz -> x
-            if it.rel.lower().endswith(suffix):
-                return it.rel[: -len(suffix)] or it.rel
+        if is_nifti(it.rel):
+            return nifti_stem(it.rel)  # x.nii.gz -> x
         return posixpath.splitext(it.rel)[0] or it.rel
 
     bare = {it.rel: bare_name(it) for it in items}

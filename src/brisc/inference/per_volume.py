@@ -21,7 +21,7 @@ from brisc.fsio import atomic_path
 from brisc.inference.heatmap import font
 from brisc.inference.outdir import VOLUMES, VOLUMES_CSV, VOLUMES_JSONL
 from brisc.inference.outputs import output_path, spreadsheet_safe
-from brisc.volumes import NIFTI_SUFFIXES
+from brisc.volumes import nifti_stem
 
 NO_TUMOR = "no_tumor"
 SHEET_TILES, TILE = 8, 192
@@ -122,8 +122,7 @@ def contact_sheet(out: Path, v: dict) -> Path | None:
         draw.text((x + 4, y + TILE + 3), f"slice {r['frame']}: {r['predicted']} {r['probability']:.2f}"
                   + (" (not like training)" if odd else ""), fill=(255, 150, 120) if odd else (220, 220, 220),
                   font=font(12))
-    name = next((v["volume"][: -len(x)] for x in NIFTI_SUFFIXES if v["volume"].lower().endswith(x)), v["volume"])
-    path = output_path(out, VOLUMES, name, ".png")
+    path = output_path(out, VOLUMES, nifti_stem(v["volume"]), ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG", compress_level=1)

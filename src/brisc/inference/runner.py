@@ -176,8 +176,9 @@ class BatchRun:
     @property
     def outputs(self) -> list[str]:
         """The session outputs a run reads: probabilities, ood_score, and the map it draws."""
-        want = {"probabilities", "ood_score", {"auto": "heatmap", "rollout": "rollout", "cls": "attentions"}.get(
-            self.opts.explain, "") if self.method is not None else ""}
+        want = {"probabilities", "ood_score"}
+        if self.method is not None:  # occlusion needs no map output: it runs the model itself
+            want.add({"auto": "heatmap", "rollout": "rollout", "cls": "attentions"}.get(self.opts.explain, ""))
         return [n for n in self.sess.output_names if n in want]
 
     def _run_batch(self, batch: list[Decoded], res: dict[str, np.ndarray]) -> None:
