@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -40,9 +41,8 @@ def is_nifti(path: str | os.PathLike) -> bool:
 
 
 def nifti_stem(name: str) -> str:
-    """"a/x.nii.gz" -> "a/x" (both suffixes at once, as the name's extension); any other name unchanged."""
-    low = name.lower()
-    return next((name[: -len(s)] for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if low.endswith(s)), name) or name
+    """"a/x.nii.gz" -> "a/x" (both suffixes as one extension); any other name unchanged."""
+    return re.sub(r"\.nii(\.gz)?$", "", name, flags=re.IGNORECASE) or name
 
 
 def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def window(vol: np.ndarray) -> tuple[float, float]:
 
 
 def to_uint8(vol: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    v = np.nan_to_num(np.asarray(vol, np.float32), nan=lo, posinf=hi, neginf=lo)
+    v = np.nan_to_num(np.asarray(vol, np.float32), nan=lo, posinf=hi, neginf=lo)  # a NaN voxel shows as background
     return np.round(np.clip((v - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
@@ -265,29 +265,19 @@ def read_series(headers: list[SliceHeader]) -> Volume:
 
 _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
-_LOADING: dict = {}
 CACHED_VOLUMES = 2
 
 
 def cached(key, load) -> Volume:
-    """``load()`` once per key while it is among the last ``CACHED_VOLUMES`` used (threads wait for a load in
-    flight rather than repeat it)."""
+    """``load()`` once per key while it is among the last ``CACHED_VOLUMES`` used. One load at a time: a thread that
+    asks for the volume being loaded waits for it rather than loading it again."""
     with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        lock = _LOADING.setdefault(key, threading.Lock())
-    with lock:
-        with _LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
-        vol = load()
-        with _LOCK:
-            _CACHE[key] = vol
+        if key not in _CACHE:
+            _CACHE[key] = load()
             while len(_CACHE) > CACHED_VOLUMES:
                 _CACHE.popitem(last=False)
-            _LOADING.pop(key, None)
-        return vol
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
 
 
 @dataclass(frozen=True)
