@@ -1,9 +1,9 @@
-"""PyTorch eager fp32 vs onnxruntime fp32 (attentions exposed) vs onnxruntime dynamic INT8, one trained ViT.
+"""PyTorch eager (fp32 and bf16 autocast) vs onnxruntime fp32 and static INT8 (all outputs), one trained ViT.
 
-Batches 1, 8 and 32, medians of several runs, all in one process. Also INT8 top-1 agreement with fp32
-and rollout correlation on real BRISC validation images. Goals: the exported graph >= 1.2x PyTorch eager fp32
-at every batch; INT8 (the shipped default) with top-1 agreement >= 99.5% and rollout correlation >= 0.95.
-The graphs carry onnxruntime's output-preserving fusions (``brisc.export.onnx.fuse_for_onnxruntime``).
+Batches 1, 8 and 32, interleaved rounds in one process (``brisc.export.ship.speeds``), with the CPU's flags. Also
+INT8 top-1 agreement with fp32 and map correlations on real BRISC validation images. Goals: INT8 (the shipped
+default) >= 1.2x the faster PyTorch path at every batch, top-1 agreement >= 99.5%, rollout correlation >= 0.95.
+``--dynamic PATH`` adds a dynamic-INT8 graph of the same model as a column (the quantization shipped before).
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import median_time, table
+from common import machine, table
 
 
 def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int = 500, threads: int | None = None,
-        rounds: int = 3) -> str:
+        rounds: int = 3, dynamic: str | None = None) -> str:
     from brisc.export.run import ExportOptions, export_run
     from brisc.export.loading import load_trained
     from brisc.export.quantize import agreement
+    from brisc.export.ship import fastest_pytorch, speeds
     from brisc.export.wrapper import ExportWrapper
     from brisc.imageio import load
     from brisc.runfolder import RunFolder
@@ -36,34 +37,16 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
         export_run(ExportOptions(run=run_path, out=Path(export_dir), models=("vit",), quantize="int8"), log=lambda *a: None)
     exp = Path(export_dir)
     tm = load_trained(run_path, "vit")
-    temperature = tm.config["temperature"]
-    # PyTorch runs the model's own attention path (as trained, the issue's baseline), and the graph's lean one.
-    eager = {"pt": ExportWrapper(tm.model, temperature=temperature, lean=False),
-             "pt_lean": ExportWrapper(tm.model, temperature=temperature)}
     if threads:
         torch.set_num_threads(threads)
     val = RunFolder(run_path).val_paths()
-    rows = []
-    for b in (1, 8, 32):
-        x = np.stack([load(p) for p in val[:b]])
-        xt = torch.from_numpy(x)
-        reps = 20 if b < 32 else 9
-
-        def pytorch(name: str) -> float:
-            w = eager[name]
-            with torch.no_grad():
-                return median_time(lambda: w(xt), repeats=reps, warmup=2)
-        # Rounds interleave the engines so that a slow spell of the (shared, virtual) machine hits them all alike;
-        # the median over rounds is reported.
-        t = {k: [] for k in ("pt", "pt_lean", "fp32", "int8")}
-        for _ in range(rounds):
-            t["pt"].append(pytorch("pt"))
-            t["pt_lean"].append(pytorch("pt_lean"))
-            t["fp32"].append(onnx_median_seconds(exp / "vit.onnx", x, repeats=reps, threads=threads))
-            t["int8"].append(onnx_median_seconds(exp / "vit.int8.onnx", x, repeats=reps, threads=threads))
-        m = {k: float(np.median(v)) for k, v in t.items()}
-        rows.append([b, *(f"{b / m[k]:.1f}" for k in t), f"{m['pt'] / m['fp32']:.2f}x", f"{m['pt'] / m['int8']:.2f}x",
-                     f"{m['pt_lean'] / m['fp32']:.2f}x"])
+    graphs = {"ort_fp32": exp / "vit.onnx", "ort_int8": exp / "vit.int8.onnx"}
+    if dynamic:
+        graphs["ort_dynamic_int8"] = Path(dynamic)
+    wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"], lean=False)  # the model's own path
+    table_speeds = speeds(wrapper, graphs, np.stack([load(p) for p in val[:32]]), rounds=rounds)
+    rows = [[b, *(f"{v[k]:.1f}" for k in v), f"{v['ort_int8'] / fastest_pytorch(v):.2f}x"]
+            for b, v in table_speeds.items()]
     images = np.stack([load(p) for p in val[:n_agree]])
     agree = {"top1_agreement": [], "rollout_correlation": [], "heatmap_correlation": []}
     for i in range(0, len(images), 32):
@@ -74,16 +57,57 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
     top1, corr, heat = (sum(agree[k]) / n for k in ("top1_agreement", "rollout_correlation", "heatmap_correlation"))
     if tmp:
         tmp.cleanup()
+    names = {"ort_fp32": "ORT fp32", "ort_int8": "ORT static INT8 (shipped)", "ort_dynamic_int8": "ORT dynamic INT8"}
     return ("### Home-made ViT: PyTorch vs onnxruntime fp32 vs INT8 (img/s)\n\n"
-            + table(["batch", "PyTorch eager fp32", "PyTorch, lean path", "ORT fp32 + attentions", "ORT INT8",
-                     "ORT fp32 / PyTorch", "INT8 / PyTorch", "ORT fp32 / PyTorch lean"], rows)
-            + "\n\nAll return logits, attentions and rollout. PyTorch runs the model's own attention path; the lean "
-              "path is the exported graph's computation in PyTorch (q/k/v head-major, last block for the prefix tokens "
-              f"only; `ExportWrapper(lean=True)`, same numbers). Medians over {rounds} interleaved rounds of the medians "
-              f"of 9-20 runs, one process, one onnxruntime session alive at a time (`brisc.timing.onnx_median_seconds`). INT8 vs fp32 on "
+            + table(["batch", "PyTorch eager fp32", "PyTorch eager bf16 autocast", *(names[g] for g in graphs),
+                     "static INT8 / faster PyTorch"], rows)
+            + f"\n\n{machine()}. All return logits, probabilities, heatmap, attentions, rollout and ood_score; PyTorch "
+              f"runs the model's own attention path. Medians over {rounds} interleaved rounds of the medians of 9 runs, "
+              f"one process, one onnxruntime session alive at a time (`brisc.timing.onnx_median_seconds`). INT8 vs fp32 on "
               f"{n} real BRISC validation images: top-1 agreement {top1:.4f}, rollout correlation {corr:.4f}, "
               f"heatmap correlation {heat:.4f}. "
               f"Model: `{run_path}/vit`.\n")
+
+
+SETTINGS = {  # onnxruntime session options that could matter on a small CPU; brisc-infer runs the defaults
+    "defaults (brisc-infer)": {},
+    "no memory arena": {"enable_cpu_mem_arena": False},
+    "no memory pattern": {"enable_mem_pattern": False},
+    "1 intra-op thread": {"intra_op_num_threads": 1},
+    "no thread spinning": {"add_session_config_entry": ("session.intra_op.allow_spinning", "0")},
+}
+
+
+def session_settings(graph: Path, images: np.ndarray, rounds: int = 3) -> str:
+    """img/s of one graph at batch 1, 8 and 32 under each of ``SETTINGS``, interleaved rounds, medians."""
+    import onnxruntime as ort
+
+    from brisc.timing import median_seconds
+
+    def timed(setting: dict, x: np.ndarray) -> float:
+        opts = ort.SessionOptions()
+        for k, v in setting.items():
+            getattr(opts, k)(*v) if k == "add_session_config_entry" else setattr(opts, k, v)
+        sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+        return median_seconds(lambda: sess.run(None, {"pixel_values": x}), repeats=9, warmup=2)
+
+    rows = []
+    for b in (1, 8, 32):
+        t = {name: [] for name in SETTINGS}
+        for _ in range(rounds):
+            for name, setting in SETTINGS.items():
+                t[name].append(timed(setting, images[:b]))
+        rows.append([b, *(f"{b / float(np.median(v)):.1f}" for v in t.values())])
+    return (f"### onnxruntime session settings, `{graph.name}` (img/s)\n\n" + table(["batch", *SETTINGS], rows)
+            + f"\n\nMedians over {rounds} interleaved rounds of the medians of 9 runs.\n")
+
+
+def run_settings(run_dir: str, export_dir: str, rounds: int = 3) -> str:
+    from brisc.imageio import load
+    from brisc.runfolder import RunFolder
+
+    x = np.stack([load(p) for p in RunFolder(Path(run_dir)).val_paths()[:32]])
+    return session_settings(Path(export_dir) / "vit.int8.onnx", x, rounds=rounds)
 
 
 if __name__ == "__main__":
@@ -92,5 +116,9 @@ if __name__ == "__main__":
     ap.add_argument("--export", default=None, help="its brisc-export folder (with vit.int8.onnx); else exported to a temp dir")
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dynamic", default=None, help="a dynamic-INT8 graph of the same model, as another column")
+    ap.add_argument("--settings", action="store_true", help="also the INT8 graph under other session settings")
     a = ap.parse_args()
-    print(run(a.run, a.export, a.images, rounds=a.rounds))
+    print(run(a.run, a.export, a.images, rounds=a.rounds, dynamic=a.dynamic))
+    if a.settings:
+        print(run_settings(a.run, a.export, rounds=a.rounds))

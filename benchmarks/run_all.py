@@ -35,6 +35,8 @@ def main() -> None:
             ("gallery load", gallery_load.run), ("training feed", lambda: loader_speed.run(str(data), limit=256))]
     if RunFolder(run).has_model("vit"):
         jobs.append(("PyTorch vs onnxruntime", lambda: export_speed.run(str(run), str(export))))
+        if (export / "vit.int8.onnx").is_file():
+            jobs.append(("session settings", lambda: export_speed.run_settings(str(run), str(export))))
         for name in ("vit.onnx", "vit.int8.onnx"):
             if (export / name).is_file():
                 jobs.append((f"brisc-infer with {name}", lambda m=export / name: infer_throughput.run(str(m), data)))

@@ -283,6 +283,26 @@ def test_shipped_default_model_classifies_real_brisc_validation_scans(brisc_root
     assert (out / "index.html").is_file()
 
 
+def test_shipped_model_gives_a_scan_the_same_probabilities_whatever_its_batch(real_images, tmp_path):
+    """Static INT8: the scales are in the graph, so --batch-size 1 and 32 write the same probabilities (dynamic INT8
+    moved them by up to 0.06), and the card's speed check covers both PyTorch paths at batch 1, 8 and 32."""
+    from brisc.inference.session import DEFAULT_MODEL
+
+    q = read_sidecar(DEFAULT_MODEL).quantization
+    assert q["type"].startswith("static") and set(q["img_s"]) == {"1", "8", "32"}
+    assert all({"pytorch_fp32", "pytorch_bf16", "ort_fp32", "ort_int8"} <= set(v) for v in q["img_s"].values())
+    rows = {}
+    for b in (1, 32):
+        out = tmp_path / f"b{b}"
+        run_cli(INFER, *real_images, "--out", out, "--batch-size", str(b), "--quiet")
+        rows[b] = {r["path"]: r for r in prediction_rows(out)}
+    assert len(rows[1]) == len(real_images) and rows[1].keys() == rows[32].keys()
+    for path, r in rows[1].items():
+        other = rows[32][path]
+        assert max(abs(p - other["probabilities"][c]) for c, p in r["probabilities"].items()) <= 1e-5, path
+        assert r["ood_score"] == pytest.approx(other["ood_score"], rel=1e-5), path
+
+
 def test_exported_vit_carries_onnxruntime_fusions_and_still_matches_pytorch(tiny_export):
     import onnx
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
@@ -67,9 +68,10 @@ def _after_epoch_one(p: subprocess.Popen) -> None:
     raise AssertionError(f"brisc-train exited {p.wait()} before its first epoch ended")
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["--set", "vit.ema=0.9"]], ids=["plain", "weight-average"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path, recipe):
     args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "3", "--batch-size", "4",
-            "--wandb", "disabled"]
+            "--wandb", "disabled", *recipe]
     run_cli("brisc.train.cli", *args, "--out", tmp_path / "full")
 
     killed = tmp_path / "killed"
@@ -89,6 +91,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path
     ma, mb = (json.loads((d / "vit" / "metrics.json").read_text()) for d in (tmp_path / "full", killed))
     assert ma["val"] == mb["val"] and ma["best_epoch"] == mb["best_epoch"]
     assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
+    assert all(("val_acc_raw" in h) == bool(recipe) for h in ma["history"])  # the average is scored, raw beside it
 
 
 def test_sigterm_stops_training_in_one_line_and_leaves_no_temporary_file(resume_data, tmp_path):
@@ -166,6 +169,8 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     ("guidance without attention", ["--models", "sae", "--set", "sae.guide_weight=1"], {}, "sae has none"),
     ("guide layer out of range", ["--models", "vit", "--set", "vit.guide_weight=1", "--set", "vit.guide_layers=3"], {},
      "guide layer 3 is outside the model's 2 layers"),
+    ("no list of masks to leave out", ["--models", "vit", "--set", "vit.guide_exclude={tmp}/flagged.txt"], {},
+     "vit.guide_exclude: cannot read the list of masks to leave out"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(synth_root, tmp_path, case, args, env, message):
     if "{one_class}" in args:  # a data folder whose only class is glioma
@@ -268,3 +273,24 @@ def test_a_class_with_a_handful_of_images_is_warned_about(tmp_path):
     r = run_cli("brisc.train.cli", "--data", tmp_path / "d", "--models", "vit", "--preset", "tiny", "--epochs", "1",
                 "--wandb", "disabled", "--out", tmp_path / "run")
     assert "class pituitary has only 3 image(s)" in r.stdout
+
+
+def test_guidance_can_leave_out_the_masks_an_audit_flagged(resume_data, tmp_path):
+    from brisc.data import discover
+    from brisc.train.guidance import without_masks
+
+    masked = sorted(Path(s.path).name for s in discover(resume_data).samples if s.mask)
+    assert len(masked) >= 4
+    listed = tmp_path / "flagged.txt"
+    flagged = masked[::2]  # every other one: some land in training, whatever the split
+    listed.write_text("\n".join(flagged) + "\nnot-in-the-data.jpg\n")
+    samples = discover(resume_data).samples
+    kept = without_masks(samples, set(flagged))
+    assert sum(s.mask is not None for s in kept) == sum(s.mask is not None for s in samples) - len(flagged)
+    assert [s.path for s in kept] == [s.path for s in samples]  # the images still train
+    r = run_cli("brisc.train.cli", "--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "1",
+                "--set", "vit.guide_weight=1", "--set", f"vit.guide_exclude={listed}", "--wandb", "disabled",
+                "--out", tmp_path / "run")
+    left_out = int(r.stdout.split("guidance leaves out the masks of ")[1].split()[0])
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert left_out == sum(Path(p).name in flagged for p in split["train"]) > 0

@@ -50,11 +50,19 @@ def load_trained(run: Path, kind: str) -> TrainedModel:
                         checkpoint_sha256=ckpt.sha256_file(weights))
 
 
+def _spread(paths: list[str], n: int) -> list[str]:
+    paths = [p for p in paths if Path(p).is_file()]
+    return paths[:: max(1, len(paths) // n)][:n]
+
+
 def check_images(run: Path, n: int = 8) -> list[str]:
-    """Real images for the self-checks: the run's first validation images (split.json)."""
+    """Real images for the self-checks: validation images spread over the run's split.json."""
     rf = RunFolder(run)
-    if rf.split_path.is_file():
-        paths = [p for p in rf.val_paths() if Path(p).is_file()]
-        if paths:
-            return paths[:: max(1, len(paths) // n)][:n]
-    return []
+    return _spread(rf.val_paths(), n) if rf.split_path.is_file() else []
+
+
+def calibration_images(run: Path, n: int = 128) -> list[str]:
+    """Training images spread over the classes (split.json lists them class by class) for INT8 calibration: the
+    scales come from what the model was trained on, never from the validation images that judge it."""
+    rf = RunFolder(run)
+    return _spread(rf.train_paths(), n) if rf.split_path.is_file() else []

@@ -169,7 +169,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
     """Export the run's models; every file is checked before it appears. Returns the files written."""
     import numpy as np
 
-    from brisc.export.loading import ExportInputError, check_images, load_trained
+    from brisc.export.loading import ExportInputError, calibration_images, check_images, load_trained
     from brisc.export import ood
     from brisc.export.onnx import export_onnx, metadata_props
     from brisc.export.selfcheck import ort_runner, torch_outputs
@@ -191,6 +191,14 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
         images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 224, 224)).astype(np.float32)
     images = check_set(images)
     val_images = ood.load_images(RunFolder(opts.run).val_paths())[0] if opts.ood_score != "none" else None
+    calibration = None
+    if opts.quantize == "int8":
+        train = calibration_images(opts.run)
+        if not train:
+            log("warning: the run's training images are not reachable; INT8 is calibrated on the check images")
+        # With the self-check's outliers (black, noise): scales fitted to scans alone clip the activations of a
+        # non-scan, and the OOD score is read from exactly those.
+        calibration = check_set(np.stack([load(p) for p in train])) if train else images
     written: list[Path] = []
     for kind, tm in trained.items():
         temperature = float(tm.config.get("temperature", tm.metrics.get("temperature", 1.0)))
@@ -218,8 +226,8 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
             f"max abs diff {worst:.1e}")
         if opts.quantize == "int8":
             qpath = opts.out / f"{kind}.int8.onnx"
-            quantize_int8(path, qpath)
-            q = agreement(path, qpath, images)
+            quantize_int8(path, qpath, calibration)
+            q = agreement(path, qpath, images) | {"calibration_images": len(calibration)}
             qcard = replace(card, ood=calibrated(ort_runner(qpath), opts, kind, val_images, log))  # its own scores
             write_sidecar(qpath, replace(qcard, quantization={"type": QUANTIZATION, **q}))
             written.append(qpath)

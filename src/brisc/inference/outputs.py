@@ -171,7 +171,8 @@ def heatmap_paths(out: Path, it: Item, fmt: str = "png") -> dict[str, Path]:
 
 def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:
     if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes; zlib level 1
-        # halves the encode time for ~10% more bytes (the cores are shared with the model: docs/benchmarks.md)
+        # halves the encode time for ~10% more bytes (the cores are shared with the model: docs/benchmarks.md).
+        # Level 0 (no deflate: 65 KB against 25 KB) gave no gain beyond this machine's run-to-run spread.
         _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG", compress_level=1)
     else:
         _atomic_save(img, path, "JPEG", quality=JPEG_QUALITY)
@@ -183,7 +184,9 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
     row['thumbnail']. -> None or (key, error)."""
     try:
         paths = heatmap_paths(out, it, opts.heatmap_format)
-        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)  # full resolution with --panels
+        # Blended at the size it is saved (a 512-px scan costs 4x the pixels, ~8x the time, for the same PNG); the
+        # panel shows the full resolution, so with --panels the overlay is made there once and scaled down.
+        ov = overlay(display if opts.panels else fit(display, OVERLAY_MAX), m, cmap=opts.cmap, alpha=opts.alpha)
         small = fit(ov, OVERLAY_MAX)
         save_overlay(small, paths["overlay"], opts.heatmap_format)
         _atomic_save(fit(small, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)

@@ -158,7 +158,7 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
 def build_models(opts: RunOptions, configs: dict) -> dict:
     """Every model built (and --init loaded) before anything is written: an unreachable hub id fails first."""
     from brisc.train.distill import check_distillation
-    from brisc.train.guidance import resolve_layers
+    from brisc.train.guidance import excluded_masks, resolve_layers
     from brisc.train.models import ModelLoadError, build_model
 
     models = {}
@@ -183,6 +183,11 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
                 resolve_layers(cfg.guide_layers, models[kind].depth)
             except ValueError as e:
                 raise UsageError(f"--set {kind}.guide_layers: {e}") from None
+        if cfg.guide_exclude:
+            try:
+                excluded_masks(cfg.guide_exclude)
+            except ValueError as e:
+                raise UsageError(f"--set {kind}.guide_exclude: {e}") from None
     return models
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     guide_layers: tuple[int, ...] = (-1,)
     guide_blur: float = 1.0
     guide_floor: float = 0.05
+    guide_exclude: str = ""  # a file of image names whose masks guidance ignores (scripts/mask_audit.py flagged.txt)
     # "pil": DataLoader over ScanDataset, one image at a time (exactly the runs in docs/results.md); "tensor":
     # whole batches augmented on the training device (brisc.train.batches), the GPU path.
     loader: str = "pil"
@@ -43,6 +44,9 @@ class TrainConfig:
     # distribution with this weight (Hendrycks et al. 2019 use 0.5). 0 is off.
     outliers: float = 0.0
     outlier_weight: float = 0.5
+    # Exponential moving average of the weights (brisc.train.ema): when on, the average is what is evaluated each
+    # epoch, selected and shipped; the raw weights' validation accuracy is logged beside it. 0 is off.
+    ema: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

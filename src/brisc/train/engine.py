@@ -39,9 +39,10 @@ from brisc.train.batches import TensorBatches
 from brisc.train.config import TrainConfig
 from brisc.train.dataset import ScanDataset, eval_transform, train_transform
 from brisc.train.distributed import DistEnv, barrier
+from brisc.train.ema import WeightAverage
 from brisc.train.explain import explanation_quality
 from brisc.train.distill import distillation_loss, load_teacher
-from brisc.train.guidance import guidance_loss, resolve_layers
+from brisc.train.guidance import excluded_masks, guidance_loss, resolve_layers, without_masks
 from brisc.train.mixing import CUTMIX_PATCH, mixed_cross_entropy, patch_cutmix
 from brisc.train import outliers
 from brisc.train.models import model_config_dict
@@ -113,9 +114,10 @@ def guided(model: torch.nn.Module, cfg: TrainConfig) -> bool:
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, env: DistEnv, desc: str,
-                    teacher: torch.nn.Module | None = None) -> dict:
+                    teacher: torch.nn.Module | None = None, ema: WeightAverage | None = None) -> dict:
     """One pass over ``loader``: cross-entropy (half of it toward ``teacher``'s predictions for a distillation
-    ViT), plus ``guide_weight`` x the mask-guidance loss when the batches carry pooled masks (x, y, masks)."""
+    ViT), plus ``guide_weight`` x the mask-guidance loss when the batches carry pooled masks (x, y, masks);
+    ``ema`` follows every step."""
     model.train()
     guide = guided(model, cfg)
     layers = resolve_layers(cfg.guide_layers, unwrap(model).depth) if guide else []
@@ -156,6 +158,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(unwrap(model))
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -246,7 +250,9 @@ def _recipe(config: dict) -> dict:
 
 def check_same_recipe(saved: dict, recipe: dict, where: Path) -> None:
     """Refuse to continue (or to keep, for a finished model) a run under settings other than its own, by name."""
-    changed = sorted(k for k in set(recipe) | set(saved) if saved.get(k) != recipe.get(k))
+    # A field added to TrainConfig after a run was started reads as its default (off) in that run's recipe.
+    default = {f"train.{k}": json.loads(json.dumps(v)) for k, v in TrainConfig().to_dict().items()}
+    changed = sorted(k for k in set(recipe) | set(saved) if saved.get(k, default.get(k)) != recipe.get(k, default.get(k)))
     if changed:
         raise ResumeError(f"{where}: the run was started with other settings ({', '.join(changed)}); "
                           "resume with the same --preset/--set/--epochs/--lr/--batch-size, or choose a new --out")
@@ -264,7 +270,12 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     torch.manual_seed(seed)
     model.to(env.device)
     grid = PREP.size // 16 if guided(model, cfg) else 0  # every brisc ViT has 16x16 patches
-    train_ds = ScanDataset(splits.train, train_transform(cfg.augment, PREP), PREP, cache=True, mask_grid=grid)
+    train = splits.train
+    if grid and cfg.guide_exclude:
+        train = without_masks(train, excluded_masks(cfg.guide_exclude))
+        log(f"[{kind}] guidance leaves out the masks of {sum(a.mask != b.mask for a, b in zip(train, splits.train))} "
+            f"training images listed in {cfg.guide_exclude}")
+    train_ds = ScanDataset(train, train_transform(cfg.augment, PREP), PREP, cache=True, mask_grid=grid)
     val_ds = ScanDataset(splits.val, eval_transform(PREP), PREP, cache=True)
     steps = len(train_ds) // (cfg.batch_size * env.world_size) or 1
     config = {"kind": kind, "model": model_config_dict(model), "train": cfg.to_dict(), "seed": seed,
@@ -287,6 +298,10 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         pretrain_history = pretrain_sae(model, train_ds, cfg=cfg, env=env, seed=seed, tracker=tracker, log=log)
 
     ddp_model = DDP(model) if env.distributed else model
+    ema = WeightAverage(model, cfg.ema) if cfg.ema else None
+    if ema is not None and state is not None:
+        ema.load_state_dict(state["ema"])
+    scored = ema.model if ema is not None else model  # what is evaluated, selected and shipped
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)
     if state is not None:
@@ -297,26 +312,30 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     feed = epoch_feed(train_ds, cfg, env, seed)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
-        tr = train_one_epoch(ddp_model, feed(epoch), optimizer, scheduler, cfg=cfg, env=env, teacher=teacher,
+        tr = train_one_epoch(ddp_model, feed(epoch), optimizer, scheduler, cfg=cfg, env=env, teacher=teacher, ema=ema,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
-        logits, y, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
+        logits, y, _ = evaluate(scored if ema is not None else ddp_model, val_ds, cfg=cfg, env=env)
         m = classification_metrics(logits, y)
         rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
                "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],
                "train_img_s": tr["img_s"], "seconds": tr["seconds"]} | {k: tr[k] for k in ("guide_loss", "outlier_loss") if k in tr}
+        if ema is not None:
+            raw_logits, _, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
+            rec["val_acc_raw"] = classification_metrics(raw_logits, y)["accuracy"]
         history.append(rec)
         if env.is_main:
             if m["macro_f1"] > best["macro_f1"]:
                 best = {"epoch": epoch + 1, "macro_f1": m["macro_f1"]}
-                ckpt.save_weights(best_path, model, {"epoch": epoch + 1, "val_macro_f1": m["macro_f1"]})
+                ckpt.save_weights(best_path, scored, {"epoch": epoch + 1, "val_macro_f1": m["macro_f1"]})
             ckpt.save_weights(last_path, model, {"epoch": epoch + 1})
             ckpt.save_state(state_path, {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "history": history,
                                          "pretrain": pretrain_history, "best": best,
-                                         "recipe": recipe})
+                                         "recipe": recipe} | ({"ema": ema.state_dict()} if ema is not None else {}))
             tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
-                f"val acc {m['accuracy']:.3f}  val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
+                f"val acc {m['accuracy']:.3f}  " + (f"(raw {rec['val_acc_raw']:.3f})  " if ema is not None else "")
+                + f"val F1 {m['macro_f1']:.3f}  lr {rec['lr']:.2e}  "
                 + (f"guide {tr['guide_loss']:.3f}  " if "guide_loss" in tr else "")
                 + (f"outliers {tr['outlier_loss']:.3f}  " if "outlier_loss" in tr else "") +
                 f"{tr['img_s']:.0f} img/s  {tr['seconds']:.1f} s")

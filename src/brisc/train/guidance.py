@@ -20,6 +20,26 @@ import torch
 import torch.nn.functional as F
 
 
+def excluded_masks(path: str) -> set[str]:
+    """Image file names, one a line (``scripts/mask_audit.py``'s flagged.txt), whose masks guidance ignores: their
+    images still train, as if they had no mask. A missing or empty list is an error, not silently nothing."""
+    try:
+        names = {line.strip() for line in open(path, encoding="utf-8") if line.strip()}
+    except OSError as e:
+        raise ValueError(f"cannot read the list of masks to leave out ({e.strerror or e})") from None
+    if not names:
+        raise ValueError(f"{path} names no image")
+    return names
+
+
+def without_masks(samples: list, names: set[str]) -> list:
+    """``samples`` with the masks of the images named in ``names`` (by file name) dropped."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    return [replace(s, mask=None) if s.mask and Path(s.path).name in names else s for s in samples]
+
+
 def resolve_layers(layers: tuple[int, ...], depth: int) -> list[int]:
     """1-based layer numbers (as in ``--heatmap cls:layer=K``; -1 is the last) -> 0-based indices."""
     out = []
