@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import machine, table
 
 
-def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int = 500, threads: int | None = None,
-        rounds: int = 3, dynamic: str | None = None) -> str:
+def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int = 500, rounds: int = 3,
+        dynamic: str | None = None) -> str:
     from brisc.export.run import ExportOptions, export_run
     from brisc.export.loading import load_trained
     from brisc.export.quantize import agreement
@@ -27,7 +26,6 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
     from brisc.export.wrapper import ExportWrapper
     from brisc.imageio import load
     from brisc.runfolder import RunFolder
-    from brisc.timing import onnx_median_seconds
 
     run_path = Path(run_dir)
     tmp = None
@@ -37,17 +35,16 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
         export_run(ExportOptions(run=run_path, out=Path(export_dir), models=("vit",), quantize="int8"), log=lambda *a: None)
     exp = Path(export_dir)
     tm = load_trained(run_path, "vit")
-    if threads:
-        torch.set_num_threads(threads)
     val = RunFolder(run_path).val_paths()
+    images = np.stack([load(p) for p in val[:max(n_agree, 32)]])
     graphs = {"ort_fp32": exp / "vit.onnx", "ort_int8": exp / "vit.int8.onnx"}
     if dynamic:
         graphs["ort_dynamic_int8"] = Path(dynamic)
     wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"], lean=False)  # the model's own path
-    table_speeds = speeds(wrapper, graphs, np.stack([load(p) for p in val[:32]]), rounds=rounds)
+    table_speeds = speeds(wrapper, graphs, images[:32], rounds=rounds)
     rows = [[b, *(f"{v[k]:.1f}" for k in v), f"{v['ort_int8'] / fastest_pytorch(v):.2f}x"]
             for b, v in table_speeds.items()]
-    images = np.stack([load(p) for p in val[:n_agree]])
+    images = images[:n_agree]
     agree = {"top1_agreement": [], "rollout_correlation": [], "heatmap_correlation": []}
     for i in range(0, len(images), 32):
         a = agreement(exp / "vit.onnx", exp / "vit.int8.onnx", images[i:i + 32])
@@ -69,34 +66,26 @@ def run(run_dir: str | None = None, export_dir: str | None = None, n_agree: int 
               f"Model: `{run_path}/vit`.\n")
 
 
-SETTINGS = {  # onnxruntime session options that could matter on a small CPU; brisc-infer runs the defaults
+SETTINGS = {  # onnxruntime session options that could matter on a small CPU (brisc.timing.onnx_median_seconds
+    # keywords); brisc-infer runs the defaults
     "defaults (brisc-infer)": {},
-    "no memory arena": {"enable_cpu_mem_arena": False},
-    "no memory pattern": {"enable_mem_pattern": False},
-    "1 intra-op thread": {"intra_op_num_threads": 1},
-    "no thread spinning": {"add_session_config_entry": ("session.intra_op.allow_spinning", "0")},
+    "no memory arena": {"options": {"enable_cpu_mem_arena": False}},
+    "no memory pattern": {"options": {"enable_mem_pattern": False}},
+    "1 intra-op thread": {"threads": 1},
+    "no thread spinning": {"config": {"session.intra_op.allow_spinning": "0"}},
 }
 
 
 def session_settings(graph: Path, images: np.ndarray, rounds: int = 3) -> str:
     """img/s of one graph at batch 1, 8 and 32 under each of ``SETTINGS``, interleaved rounds, medians."""
-    import onnxruntime as ort
-
-    from brisc.timing import median_seconds
-
-    def timed(setting: dict, x: np.ndarray) -> float:
-        opts = ort.SessionOptions()
-        for k, v in setting.items():
-            getattr(opts, k)(*v) if k == "add_session_config_entry" else setattr(opts, k, v)
-        sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
-        return median_seconds(lambda: sess.run(None, {"pixel_values": x}), repeats=9, warmup=2)
+    from brisc.timing import onnx_median_seconds
 
     rows = []
     for b in (1, 8, 32):
         t = {name: [] for name in SETTINGS}
         for _ in range(rounds):
             for name, setting in SETTINGS.items():
-                t[name].append(timed(setting, images[:b]))
+                t[name].append(onnx_median_seconds(graph, images[:b], repeats=9, **setting))
         rows.append([b, *(f"{b / float(np.median(v)):.1f}" for v in t.values())])
     return (f"### onnxruntime session settings, `{graph.name}` (img/s)\n\n" + table(["batch", *SETTINGS], rows)
             + f"\n\nMedians over {rounds} interleaved rounds of the medians of 9 runs.\n")

@@ -5,7 +5,7 @@
 Every mask of the run's data (train split of BRISC) is checked by ``brisc.mask_audit.findings``: empty, speckled,
 mostly outside the head, or far (more than the pointing game's 15 px) from the peak of the shipped model's guided
 map when that model is correct at >= 0.95. Writes audit.csv (every mask, its measurements and flags), audit.md
-(counts per flag and split, the worst with thumbnails: the scan with the mask's outline in red, and the model's
+(counts per flag and split, the map's pointing game per class and split, the worst with thumbnails: the scan with the mask's outline in red, and the model's
 map with its peak) and flagged.txt (the flagged scans' names, one a line). A flag asks a person to look: the
 model's look is itself evidence, not ground truth.
 """
@@ -25,7 +25,7 @@ from brisc.data import discover, load_mask
 from brisc.imageio import load
 from brisc.inference.heatmap import fit, outline, overlay
 from brisc.inference.session import open_session
-from brisc.mask_audit import findings
+from brisc.mask_audit import FAR_PX, findings
 from brisc.maps import resize_map
 from brisc.runfolder import RunFolder
 
@@ -92,6 +92,17 @@ def main() -> None:
         lines.append(f"| {flag} | {n['train']} | {n['val']} |")
     lines += [f"| any | {sum(bool(r['flags']) for r in rows if r['split'] == 'train')} | "
               f"{sum(bool(r['flags']) for r in rows if r['split'] == 'val')} |", "",
+              f"Pointing game of the model's map per class (its peak within {FAR_PX:g} px of the mask):", "",
+              "| class | validation masks | pointing | training masks | pointing |", "|---|---:|---:|---:|---:|"]
+    for cls in sorted({r["class"] for r in rows}):
+        cells = []
+        for sp in ("val", "train"):
+            sel = [r for r in rows if r["class"] == cls and r["split"] == sp and r["peak_distance"] is not None]
+            hits = sum(r["peak_distance"] <= FAR_PX for r in sel)
+            cells += [str(len(sel)), f"{hits / len(sel):.3f}" if sel else "-"]
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    summary_end = len(lines)
+    lines += ["",
               f"The {min(a.worst, len(flagged))} worst (left: the mask's outline; right: the model's map, its peak "
               "circled):", "", "| image | split | class | predicted | flags | peak to mask (px) | thumbnail |",
               "|---|---|---|---|---|---:|---|"]
@@ -102,7 +113,7 @@ def main() -> None:
         lines.append(f"| {r['image']} | {r['split']} | {r['class']} | {r['predicted']} {r['probability']:.2f} | "
                      f"{r['flags']} | {dist} | ![](thumbs/{name}) |")
     (a.out / "audit.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:8 + len(order)]))
+    print("\n".join(lines[:summary_end]))  # the counts and the pointing table; the worst are in audit.md
     print(json.dumps({"masks": len(rows), "flagged": len(flagged), "out": str(a.out)}))
 
 

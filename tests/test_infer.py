@@ -284,8 +284,8 @@ def test_shipped_default_model_classifies_real_brisc_validation_scans(brisc_root
 
 
 def test_shipped_model_gives_a_scan_the_same_probabilities_whatever_its_batch(real_images, tmp_path):
-    """Static INT8: the scales are in the graph, so --batch-size 1 and 32 write the same probabilities (dynamic INT8
-    moved them by up to 0.06), and the card's speed check covers both PyTorch paths at batch 1, 8 and 32."""
+    """Static INT8: the scales are in the graph, so --batch-size 1 and 32 write the same probabilities (dynamic INT8,
+    scaled per batch, did not), and the card's speed check covers both PyTorch paths at batch 1, 8 and 32."""
     from brisc.inference.session import DEFAULT_MODEL
 
     q = read_sidecar(DEFAULT_MODEL).quantization

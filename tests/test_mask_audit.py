@@ -81,7 +81,8 @@ def test_the_audit_script_lists_every_mask_of_the_run_and_refuses_an_existing_fo
     flagged = [row["image"] for row in rows if row["flags"]]
     listed = (out / "flagged.txt").read_text().split()
     assert sorted(listed) == sorted(flagged)
-    assert "| flag | train | validation |" in (out / "audit.md").read_text()
+    md = (out / "audit.md").read_text()
+    assert "| flag | train | validation |" in md and "| class | validation masks | pointing |" in md
     for thumb in (out / "thumbs").glob("*.png"):
         assert Image.open(thumb).size == (384, 192)
     again = subprocess.run(cmd, capture_output=True, text=True)

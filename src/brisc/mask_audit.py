@@ -48,7 +48,6 @@ def head_region(grey: np.ndarray, level: int = HEAD_MIN) -> np.ndarray:
     """The head as a filled silhouette: pixels between the first and last bright pixel of both their row and their
     column (so a dark necrotic core or ventricle inside the head counts as head)."""
     bright = np.asarray(grey) > level
-    rows, cols = np.zeros_like(bright), np.zeros_like(bright)
     idx_x, idx_y = np.arange(bright.shape[1]), np.arange(bright.shape[0])[:, None]
     r_any, c_any = bright.any(1), bright.any(0)
     first_x = np.where(r_any, bright.argmax(1), bright.shape[1])

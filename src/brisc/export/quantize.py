@@ -3,8 +3,8 @@
 Only MatMul/Gemm nodes whose second input is a 2-D weight are quantized, by name, so the Q.K^T and P.V products
 (both inputs activations), the softmax and every map keep full precision. Activation scales are calibrated once,
 on the run's training images (MinMax), and stored in the graph: unlike dynamic quantization, whose scales come
-from each batch at run time, a scan's probabilities do not depend on its batch-mates, and no per-batch min/max
-pass is paid (on AVX-512 BF16 EPYC cores, 1.1-1.2x the dynamic graph's img/s: docs/benchmarks.md).
+from each batch at run time, a scan's probabilities do not depend on its batch-mates, at about the dynamic graph's
+img/s (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -184,9 +184,7 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
     row['thumbnail']. -> None or (key, error)."""
     try:
         paths = heatmap_paths(out, it, opts.heatmap_format)
-        # Blended at the size it is saved (a 512-px scan costs 4x the pixels, ~8x the time, for the same PNG); the
-        # panel shows the full resolution, so with --panels the overlay is made there once and scaled down.
-        ov = overlay(display if opts.panels else fit(display, OVERLAY_MAX), m, cmap=opts.cmap, alpha=opts.alpha)
+        ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)  # full resolution with --panels
         small = fit(ov, OVERLAY_MAX)
         save_overlay(small, paths["overlay"], opts.heatmap_format)
         _atomic_save(fit(small, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)

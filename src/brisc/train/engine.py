@@ -314,7 +314,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout, drop-path and augmentation in the main process
         tr = train_one_epoch(ddp_model, feed(epoch), optimizer, scheduler, cfg=cfg, env=env, teacher=teacher, ema=ema,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
-        logits, y, _ = evaluate(scored if ema is not None else ddp_model, val_ds, cfg=cfg, env=env)
+        logits, y, _ = evaluate(scored, val_ds, cfg=cfg, env=env)
         m = classification_metrics(logits, y)
         rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
                "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],

@@ -15,6 +15,8 @@ or a tumour whose mask is missing) add nothing.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,7 @@ def excluded_masks(path: str) -> set[str]:
     """Image file names, one a line (``scripts/mask_audit.py``'s flagged.txt), whose masks guidance ignores: their
     images still train, as if they had no mask. A missing or empty list is an error, not silently nothing."""
     try:
-        names = {line.strip() for line in open(path, encoding="utf-8") if line.strip()}
+        names = {line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()}
     except OSError as e:
         raise ValueError(f"cannot read the list of masks to leave out ({e.strerror or e})") from None
     if not names:
@@ -34,9 +36,6 @@ def excluded_masks(path: str) -> set[str]:
 
 def without_masks(samples: list, names: set[str]) -> list:
     """``samples`` with the masks of the images named in ``names`` (by file name) dropped."""
-    from dataclasses import replace
-    from pathlib import Path
-
     return [replace(s, mask=None) if s.mask and Path(s.path).name in names else s for s in samples]
 
 
