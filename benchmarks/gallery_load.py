@@ -1,9 +1,9 @@
 """The brisc-infer gallery in a real headless browser: load time for 10,000 scans, and a screenshot.
 
-Writes index.html for N synthetic rows (thumbnails and overlays are real JPEGs, a few files reused), opens it in
+Writes index.html for N synthetic rows (the overlays are real palette PNGs, a few files reused), opens it in
 headless Chromium (Debian: `apt install chromium`) and reads back two times the page records itself:
 `data-drawn-ms` (the script has parsed every row and drawn the first page) and `data-load-ms` (the load event,
-after the visible thumbnails arrived). Median of 3 fresh browser runs. Goal: load < 2 s for 10,000 scans.
+after the visible overlays arrived). Median of 3 fresh browser runs. Goal: load < 2 s for 10,000 scans.
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ def browser() -> str | None:
 def fake_output(out: Path, n: int, seed: int = 0) -> Path:
     """An output folder as brisc-infer writes it, for ``n`` scans (40 distinct images, reused)."""
     from brisc.inference.gallery import write_gallery
-    from brisc.inference.heatmap import THUMB_MAX, fit, overlay
+    from brisc.inference.heatmap import overlay
+    from brisc.inference.outputs import save_overlay
 
     rng = np.random.default_rng(seed)
     (out / "heatmaps").mkdir(parents=True)
-    (out / "thumbnails").mkdir()
     for k in range(40):
         yy, xx = np.mgrid[:256, :256]
         scan = Image.fromarray((120 + 80 * np.sin(xx / (9 + k)) * np.cos(yy / 13)).astype(np.uint8), "L")
         ov = overlay(scan, rng.random((14, 14)))
-        ov.save(out / "heatmaps" / f"{k}.jpg", quality=88)
-        fit(ov, THUMB_MAX).save(out / "thumbnails" / f"{k}.jpg", quality=80)
+        save_overlay(ov, out / "heatmaps" / f"{k}.png", "png")  # the attention PNG brisc-infer writes
     rows, confusion = [], np.zeros((4, 4), int)
     for i in range(n):
         t, p = rng.integers(4), rng.integers(4) if rng.random() < 0.1 else None
@@ -51,7 +50,7 @@ def fake_output(out: Path, n: int, seed: int = 0) -> Path:
                      "probability": float(rng.uniform(0.3, 1)), "true_label": CLASSES[t], "correct": bool(t == p),
                      "explain": "cls:layer=6", "pointing_hit": bool(rng.random() < 0.9) if t != 2 else None,
                      "energy_in_mask": float(rng.random()) if t != 2 else None,
-                     "heatmap": f"heatmaps/{i % 40}.jpg", "thumbnail": f"thumbnails/{i % 40}.jpg", "panel": None})
+                     "heatmap": f"heatmaps/{i % 40}.png", "panel": None})
     summary = {"ground_truth": {"n": n, "accuracy": float(np.trace(confusion) / n), "macro_f1": 0.0,
                                 "classes": CLASSES, "confusion": confusion.tolist()},
                "masks": {"explanation": "(synthetic rows for the benchmark)"}}
@@ -94,7 +93,7 @@ def run(n: int = 10_000, screenshot: Path | None = None) -> str:
                 open_page(chrome, page, screenshot)
     return (f"### Gallery load in headless {version}\n\n"
             + table(["scans", "index.html MB", "first page drawn, s", "load event, s"], rows)
-            + "\n\nMedian of 3 fresh browser runs; thumbnails are 128-px JPEGs, 60 rows a page. Goal: load < 2 s "
+            + "\n\nMedian of 3 fresh browser runs; the rows show the 256-px palette PNG overlays scaled down, 60 rows a page. Goal: load < 2 s "
               f"at {n} scans." + (f" Screenshot: `{screenshot}`." if screenshot else "") + "\n")
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from brisc.inference.outdir import ERRORS_CSV, HEATMAPS, THUMBNAILS, OutFolder
+from brisc.inference.outdir import ERRORS_CSV, HEATMAPS, OutFolder
 from common import infer_bench_args, table
 
 _CHILD = r"""
@@ -56,7 +56,7 @@ def infer(folder: Path, model: str, heatmaps: str | None, out: Path, extra: tupl
     s = OutFolder(out).summary()
     if not s["classified_this_run"]:
         raise RuntimeError(f"brisc-infer classified nothing in {folder} (see {out / ERRORS_CSV})")
-    drawn = [p for sub in (HEATMAPS, THUMBNAILS) if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()]
+    drawn = [p for p in (out / HEATMAPS).rglob("*") if p.is_file()] if (out / HEATMAPS).is_dir() else []
     return {**child, "img_s": s["img_per_s"], "model_img_s": s["model_img_per_s"], "n": s["classified"],
             "kb_per_scan": sum(p.stat().st_size for p in drawn) / 1e3 / s["classified"]}
 
@@ -90,7 +90,7 @@ def run(model: str, data: Path, n_small: int = 1000, n_large: int = 5000, rounds
             + table(["input", "end-to-end img/s", "model-only img/s", "end-to-end / model-only",
                      f"img/s / the plain {n_small} run", "heatmap KB a scan", "peak RSS MB"], rows)
             + f"\n\nMedians of {rounds} interleaved rounds. Model-only img/s is the time inside `session.run` in the same run. Batch 32, 2 decode threads. "
-              "Heatmap KB: the overlay (a 256-colour PNG, or a JPEG) and the JPEG thumbnail.\n")
+              "Heatmap KB: the overlay, a 256-colour PNG or a JPEG (one file a scan).\n")
 
 
 if __name__ == "__main__":

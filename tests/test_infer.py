@@ -136,7 +136,6 @@ def test_bad_input_corpus_each_with_its_outcome_while_the_rest_are_classified(ba
     assert frames == [0, 1, 2]
     assert (out / "heatmaps" / "multi.frame0002.png").is_file()
     assert (out / "heatmaps" / "sub dir" / "scan with spaces.png").is_file()
-    assert (out / "thumbnails" / "sub dir" / "scan with spaces.jpg").is_file()
     html = (out / "index.html").read_text(encoding="utf-8")
     labels = [r[0] for r in gallery_data(out / "index.html")["rows"]]
     assert "new\nline" not in html and "new\\x0aline.jpg" in labels  # control characters shown escaped
@@ -312,3 +311,14 @@ def test_exported_vit_carries_onnxruntime_fusions_and_still_matches_pytorch(tiny
     ops = {n.op_type for n in onnx.load(str(tiny_export / "vit.onnx")).graph.node}
     assert "BiasGelu" in ops and "Attention" not in ops  # no fused attention: its probabilities are outputs
     assert max(check["max_abs_diff"].values()) <= 1e-4
+
+
+def test_a_session_that_does_not_spin_gives_the_same_numbers(tiny_export, synth_root):
+    """brisc-infer --heatmaps opens its session with idle threads sleeping (the drawing threads need the cycles):
+    a scheduling choice, so every output must stay what the spinning session gives."""
+    x = np.stack([load(p) for p in sorted((synth_root / "classification_task" / "test" / "glioma").glob("*.jpg"))])
+    spinning, sleeping = (open_session(tiny_export / "vit.onnx", spin=s) for s in (True, False))
+    key = "session.intra_op.allow_spinning"
+    assert sleeping.session.get_session_options().get_session_config_entry(key) == "0"
+    a, b = spinning.run(x), sleeping.run(x)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

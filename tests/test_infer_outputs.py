@@ -1,4 +1,4 @@
-"""brisc-infer's outputs: overlays, thumbnails, panels, the gallery, and the paths they are written to."""
+"""brisc-infer's outputs: overlays, panels, the gallery, and the paths they are written to."""
 
 import json
 from dataclasses import replace
@@ -42,9 +42,11 @@ def test_overlay_is_the_scan_with_the_map_faded_in_where_it_is_high(tiny_export,
         hi, lo = up[..., 0] > np.quantile(up, 0.9), up[..., 0] < 0.05
         tint_hi, tint_lo = np.abs(ov - src)[hi].mean(), np.abs(ov - src)[lo].mean()
         assert tint_hi > 8 and tint_hi > 3 * tint_lo  # tinted at the map's top tenth, nearly untouched where it is low
-        thumb = Image.open(out / "thumbnails" / f"{scan.stem}.jpg")
-        assert max(thumb.size) == 128
         assert not (out / "heatmaps" / f"{scan.stem}.panel.png").exists()  # panels only with --panels
+    # One file a scan (the gallery scales the overlay down): heatmaps/ holds the overlays and the raw maps only.
+    stems = sorted(p.stem for p in scans.glob("*.jpg"))
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(f"{s}{x}" for s in stems for x in (".npy", ".png"))
+    assert not (out / "thumbnails").exists()
 
 
 def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_root, tmp_path):
@@ -54,8 +56,7 @@ def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_
     run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", "--panels", "--quiet",
             "--masks", synth_root / "segmentation_task" / "test" / "masks")
     rows = prediction_rows(out)
-    per_scan = [(out / r["heatmap"]).stat().st_size + (out / r["thumbnail"]).stat().st_size for r in rows]
-    assert max(per_scan) <= 100_000
+    assert max((out / r["heatmap"]).stat().st_size for r in rows) <= 100_000
     for r in rows:
         assert max(Image.open(out / r["heatmap"]).size) <= 256  # the overlay stays small with --panels too
         pn = Image.open(out / r["panel"])
@@ -75,8 +76,8 @@ def test_gallery_escapes_names_filters_and_shows_this_runs_confusion(tiny_export
     evil = "</script><script>alert(1)</script>\n<b>.jpg"
     rows = [{"path": evil if i == 0 else f"s{i}.jpg", "frame": None, "predicted": "glioma", "probability": 0.5 + i / 100,
              "true_label": "glioma" if i % 2 else "meningioma", "correct": bool(i % 2), "explain": "cls",
-             "pointing_hit": None, "energy_in_mask": None, "heatmap": f"heatmaps/s{i}.jpg",
-             "thumbnail": f"thumbnails/s{i}.jpg", "panel": None} for i in range(5)]
+             "pointing_hit": None, "energy_in_mask": None, "heatmap": f"heatmaps/s{i}.jpg", "panel": None}
+            for i in range(5)]
     summary = {"ground_truth": {"n": 5, "accuracy": 0.4, "macro_f1": 0.3, "classes": ["glioma", "meningioma"],
                                 "confusion": [[2, 0], [3, 0]]}}
     card = replace(read_sidecar(tiny_export / "vit.onnx"), validation_metrics={"accuracy": 0.96})

@@ -68,3 +68,31 @@ def test_pointing_chance_equals_the_brute_force_share_on_the_same_samples():
     assert pointing_chance(mask) == brute.mean()
     dilated = (20 * 20 + 4 * 20 * 15 + np.pi * 15 ** 2 + 49 * 30 + 15 * (49 + 30) + np.pi * 15 ** 2 / 4) / (200 * 300)
     assert abs(pointing_chance(mask) - dilated) < 0.02  # the exact share of the image, within sampling noise
+
+
+def test_box_mean_matches_the_windows_it_averages_at_edges_and_corners():
+    from brisc.maps import _box
+
+    x = np.random.default_rng(0).random((37, 29))
+    for r in (1, 4):
+        want = np.array([[x[max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].mean() for j in range(29)]
+                         for i in range(37)])
+        np.testing.assert_allclose(_box(x, r), want, atol=1e-12)
+
+
+def test_guided_upsampling_moves_a_coarse_map_onto_the_bright_lesion_it_covers():
+    from brisc.maps import guided_upsample, resize_map
+
+    scan = np.full((224, 224), 40, np.uint8)
+    yy, xx = np.mgrid[:224, :224]
+    lesion = (yy - 70) ** 2 + (xx - 150) ** 2 <= 12 ** 2  # a bright disc smaller than the map's block around it
+    scan[lesion] = 220
+    coarse = np.zeros((14, 14))
+    coarse[3:6, 8:11] = 1.0  # the patches around the disc: coarse, as a 14x14 map is
+    bilinear = resize_map(coarse, scan.shape)
+    np.testing.assert_allclose(guided_upsample(coarse, scan, power=0), bilinear / bilinear.max(), atol=1e-6)
+    energies = [energy_in_mask(guided_upsample(coarse, scan, power=k), lesion) for k in (0, 1, 2, 4)]
+    assert energies == sorted(energies) and energies[2] > energies[0] + 0.15  # the default power 2: 0.19 -> 0.39
+    guided = guided_upsample(coarse, scan)
+    assert guided.shape == scan.shape and guided.min() >= 0 and guided.max() == pytest.approx(1.0)
+    assert pointing_game(guided, lesion)

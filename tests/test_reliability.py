@@ -203,6 +203,8 @@ def test_overwrite_removes_the_earlier_outputs(tiny_export, base, G, tmp_path):
     infer(m, base, "--out", out, "--heatmaps")
     assert (out / "index.html").is_file()
     (out / "notes.txt").write_text("the user's own")  # not brisc's: kept
+    (out / "thumbnails").mkdir()  # what an older brisc-infer wrote beside the overlays: brisc's, so removed
+    (out / "thumbnails" / "scan.jpg").write_bytes(b"\xff\xd8")
     assert infer(m, G, "--out", out, "--overwrite").returncode == 0
     assert len(prediction_rows(out)) == 1
     assert not (out / "index.html").exists() and not (out / "heatmaps").exists() and not (out / "thumbnails").exists()

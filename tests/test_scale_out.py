@@ -58,7 +58,7 @@ def _same_rows(a: OutFolder, b: OutFolder) -> None:
                 assert np.allclose(list(s[k].values()), list(r[k].values()), atol=1e-5), path
             else:
                 assert s[k] == r[k], (path, k, r[k], s[k])
-        for k in ("heatmap", "thumbnail"):
+        for k in ("heatmap", "panel"):
             if r.get(k):
                 with Image.open(b.path / s[k]) as im:
                     im.load()

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from pathlib import Path
 import torch
@@ -38,6 +39,7 @@ def test_tiny_end_to_end_run_of_all_three_models(tiny_run):
     val = json.loads((tiny_run / "vit" / "metrics.json").read_text())["val"]
     half = val["ece_floor_half"]  # null here when validation holds one image a class: no halves to cross-fit
     assert 0 < val["ece_floor"] < 1 and (half is None) == (val["ece_cross_fitted"] is None) and "floor (all / half)" in md
+    assert "held apart: acc / F1" in md and (val["held_apart"] is None) == (half is None)  # no halves: n/a, not a figure
     for png in ("curves.png", "confusion.png", "attention_vit.png", "attention_hf_vit.png", "attention_sae.png"):
         assert (tiny_run / png).stat().st_size > 1000
     runs = sorted((tiny_run / "wandb").glob("offline-run-*"))
@@ -92,6 +94,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path
     assert ma["val"] == mb["val"] and ma["best_epoch"] == mb["best_epoch"]
     assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
     assert all(("val_acc_raw" in h) == bool(recipe) for h in ma["history"])  # the average is scored, raw beside it
+    # Every epoch's validation logits survive the kill, so the epoch choice can be scored on held-apart halves.
+    la, lb = (np.load(d / "vit" / "val_logits.npy") for d in (tmp_path / "full", killed))
+    n_val = len(json.loads((killed / "split.json").read_text())["val"])
+    assert la.shape == (3, n_val, 4) and np.array_equal(la, lb)
+    chosen = ma["val"]["held_apart"]
+    assert set(chosen["epochs_chosen"].values()) <= {1, 2, 3} and sum(chosen["halves"]) == n_val
+    assert chosen["best_epoch"] == ma["best_epoch"]
 
 
 def test_sigterm_stops_training_in_one_line_and_leaves_no_temporary_file(resume_data, tmp_path):

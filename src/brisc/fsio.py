@@ -116,6 +116,14 @@ def json_safe(obj):
     return obj
 
 
+def write_npy_atomic(path: str | os.PathLike, arr) -> None:
+    """One numpy array as .npy (numpy is imported only here: the rest of this module is stdlib)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(arr))
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Strict JSON: NaN is written as null."""
     text = json.dumps(json_safe(obj), indent=2, default=float, allow_nan=False)

@@ -58,3 +58,28 @@ def resize_map(m: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     h, w = size_hw
     img = Image.fromarray(np.asarray(m, np.float32), "F")
     return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), np.float32)
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the (2r+1)^2 window around each pixel (the window shrinks at the borders), by running sums."""
+    def rows(a: np.ndarray) -> np.ndarray:  # window sums down axis 0
+        c = np.cumsum(np.pad(a, ((r + 1, r), (0, 0))), axis=0)
+        return c[2 * r + 1:] - c[:-2 * r - 1]
+
+    h, w = x.shape
+    counts = rows(np.ones((h, 1))) * rows(np.ones((w, 1))).T
+    return rows(rows(x).T).T / counts
+
+
+def guided_upsample(m: np.ndarray, guide: np.ndarray, *, radius: int = 8, power: float = 2.0) -> np.ndarray:
+    """A [g, g] map brought to the scan's (H, W) with the scan deciding where inside each region its mass goes:
+    the bilinear map times (brightness / the mean brightness within ``radius``) ** ``power``, scaled into [0, 1].
+    Each neighbourhood keeps about the share the model gave it; within it, brighter pixels (on a contrast T1:
+    enhancement) take more. ``power`` 0 is the bilinear map. A 14x14 map, however right, spreads a patch's
+    weight over the whole 16x16 patch; this is one way past that. It is an assumption about the scan, not the
+    model's: for display and study, never the model's own map."""
+    g = np.asarray(guide, np.float64)
+    g = g / 255.0 if g.max() > 1 else g
+    g = g + 0.05  # black background: no division by zero, and no weight from nothing
+    q = resize_map(m, g.shape).astype(np.float64) * (g / _box(g, radius)) ** power
+    return (q / q.max() if q.max() > 0 else q).astype(np.float32)

@@ -6,6 +6,8 @@
     <run>/<kind>/model.safetensors the best checkpoint (by validation macro-F1)
     <run>/<kind>/last.safetensors  the last epoch's weights, with state.pt the exact resume point
     <run>/<kind>/state.pt          optimizer, scheduler, history and recipe after the last epoch
+    <run>/<kind>/val_logits.npy    [epochs, validation scans, classes] float32: every epoch's validation logits, in
+                                   split.json's val order (brisc.selection scores the choice of epoch honestly)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from brisc.kinds import MODEL_KINDS
 
 SPLIT, CONFIG, METRICS = "split.json", "config.json", "metrics.json"
 WEIGHTS, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
+VAL_LOGITS = "val_logits.npy"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class RunFolder:
 
     def state(self, kind: str) -> Path:
         return self.root / kind / STATE
+
+    def val_logits(self, kind: str) -> Path:
+        return self.root / kind / VAL_LOGITS
 
     def config(self, kind: str) -> dict:
         return json.loads(self.config_path(kind).read_text())

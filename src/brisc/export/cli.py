@@ -19,7 +19,8 @@ __all__ = ["ExportOptions", "export_run", "main"]
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "pt2"]), default="onnx", show_default=True,
               help="onnx; torchscript (torch.jit.trace, which PyTorch deprecates); pt2 (torch.export).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Also write a dynamic-INT8 graph (weight MatMul/Gemm only; attention stays fp32).")
+              help="Also write a static INT8 graph (the per-token weight products, scales calibrated on the run's "
+                   "training images; attention stays fp32).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 to 23).")
 @click.option("--full-attention", is_flag=True, help="Also output the full [B, L, H, 197, 197] attention stack.")
 @click.option("--heatmap", default=None,

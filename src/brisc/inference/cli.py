@@ -37,8 +37,8 @@ overwrite_option = click.option("--overwrite", is_flag=True,
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @out_option
 @click.option("--heatmaps", is_flag=True,
-              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~15 KB a scan with its thumbnail), "
-                   "thumbnails/<path>.jpg and index.html (a gallery to filter and sort).")
+              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~10 KB a "
+                   "scan), and index.html (a gallery to filter and sort).")
 @click.option("--heatmap-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
               help="The overlays as palette PNGs or as (smaller) JPEGs.")
 @click.option("--panels", is_flag=True, help="Also heatmaps/<path>.panel.png (implies --heatmaps): scan | overlay with "
@@ -127,10 +127,11 @@ def main(scans, model, out, heatmaps, heatmap_format, panels, save_maps, explain
                 check_ray()
             if masks is not None and not masks.is_dir():
                 raise InferenceError(f"{masks}: masks folder not found")
-            sess = open_session(model, device=device, threads=threads)
+            heatmaps = heatmaps or panels or save_maps
+            sess = open_session(model, device=device, threads=threads, spin=not heatmaps)  # drawing needs the cycles
             if not quiet:
                 click.echo(f"model {sess.path} ({sess.card.model_kind}), provider {sess.provider}", err=True)
-            opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps or panels or save_maps, panels=panels,
+            opts = InferOptions(inputs=tuple(scans), out=out, heatmaps=heatmaps, panels=panels,
                                 save_maps=save_maps, explain=explain, masks=masks, batch_size=batch_size,
                                 recursive=recursive, resume=resume, overwrite=overwrite, cmap=cmap, alpha=alpha,
                                 workers=workers, faithfulness=faithfulness, ood_threshold=ood_threshold,

@@ -1,6 +1,6 @@
 """index.html: an offline gallery that finds the mistakes (no scripts or fonts from the network).
 
-The rows travel as one JSON block and a small script draws one page of thumbnails at a time, so the page
+The rows travel as one JSON block and a small script draws one page of overlays (scaled down) at a time, so the page
 loads as fast for 100,000 scans as for 100: filters (a name search, wrong only, predicted class, true class, probability
 range, pointing-game misses), sorting, paging, and a confusion matrix of this run whose cells filter.
 Every string from a file name reaches the page as text (``textContent``), never as markup. Long on purpose: the
@@ -151,7 +151,7 @@ function draw() {
   shown.slice(page * PAGE, (page + 1) * PAGE).forEach((r, j) => {
     const tr = el("tr"), img = el("img"), i = page * PAGE + j;
     if (r[C.correct] === false) tr.className = "wrong";
-    img.loading = "lazy"; img.alt = "overlay of " + r[C.path]; img.src = r[C.thumbnail] || r[C.heatmap] || "";
+    img.loading = "lazy"; img.alt = "overlay of " + r[C.path]; img.src = r[C.heatmap] || "";
     img.onclick = () => open(i);
     const td = el("td"); td.append(img); tr.append(td);
     const path = el("td", r[C.path]); path.className = "path";
@@ -268,7 +268,7 @@ def volumes_html(volumes: dict | None) -> str:
 
 def gallery_rows(rows: list[dict]) -> dict:
     """The gallery's data: column names once, then one short array per scan with a heatmap."""
-    columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "thumbnail", "heatmap", "panel",
+    columns = ["path", "predicted", "probability", "truth", "correct", "pointing", "energy", "heatmap", "panel",
                "ood", "runner", "runner_p"]
     out = []
     for r in rows:
@@ -277,7 +277,7 @@ def gallery_rows(rows: list[dict]) -> dict:
         label = printable(r["path"]) + ("" if r["frame"] is None else f" (frame {r['frame']})")
         out.append([label, r["predicted"], round(r["probability"], 4), r["true_label"], r["correct"],
                     r.get("pointing_hit"), None if r.get("energy_in_mask") is None else round(r["energy_in_mask"], 4),
-                    _link(r.get("thumbnail")), _link(r["heatmap"]), _link(r.get("panel")), r.get("in_distribution"),
+                    _link(r["heatmap"]), _link(r.get("panel")), r.get("in_distribution"),
                     *runner_up(r)])
     return {"columns": columns, "rows": out}
 

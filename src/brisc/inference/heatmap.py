@@ -21,9 +21,8 @@ _ANCHORS = {
               (251, 135, 97), (254, 194, 135), (252, 253, 191)],
 }
 COLORMAPS = tuple(_ANCHORS)
-OVERLAY_MAX = 256  # the overlay's longest side: the scan as the model saw it (16 px a map cell), ~10 KB as JPEG
+OVERLAY_MAX = 256  # the overlay's longest side: about the model's 224 px (18 px a map cell); ~12 KB as a palette PNG
 PANEL_MAX = 896  # --panels draws on the full-resolution scan (448 px high a side), downscaled to this at most
-THUMB_MAX = 128  # the gallery's thumbnails
 JPEG_QUALITY = 88
 MASK_OUTLINE = (255, 255, 255)
 LEGEND = "colour = the map scaled per scan (brightest = this scan's maximum); clear = low"

@@ -20,7 +20,7 @@ from brisc.inference.session import InferenceError
 from brisc.inference.summary import summarise
 from brisc.sidecar import ModelCard
 
-ROW_FILES = ("heatmap", "thumbnail", "panel", "map")  # the row fields that name a file under the folder
+ROW_FILES = ("heatmap", "panel", "map")  # the row fields that name a file under the folder
 
 
 def _finished_shard(folder: Path) -> tuple[OutFolder, dict]:

@@ -33,16 +33,17 @@ SUMMARY_JSON, GALLERY_HTML = "summary.json", "index.html"
 VOLUMES_CSV, VOLUMES_JSONL = "volumes.csv", "volumes.jsonl"  # one row per NIfTI volume or DICOM series
 OWN_FILES = (PREDICTIONS_JSONL, PREDICTIONS_CSV, ERRORS_CSV, SKIPPED_CSV, SUMMARY_JSON, GALLERY_HTML, VOLUMES_CSV,
              VOLUMES_JSONL)
-HEATMAPS, THUMBNAILS, VOLUMES = "heatmaps", "thumbnails", "volumes"  # VOLUMES: the contact sheets
-OWN_FOLDERS = (HEATMAPS, THUMBNAILS, VOLUMES)
+HEATMAPS, VOLUMES = "heatmaps", "volumes"  # VOLUMES: the contact sheets
+# "thumbnails": where older brisc-infer wrote a JPEG a scan beside the overlay; --overwrite clears it too.
+OWN_FOLDERS = (HEATMAPS, VOLUMES, "thumbnails")
 
 # The columns of predictions.csv (predictions.jsonl rows hold the same, with the probabilities as one dict).
 ROW_FIELDS = ["path", "frame", "volume", "predicted", "probability", *(f"p_{c}" for c in CLASSES),
               "ood_score", "in_distribution", "true_label", "correct", "explain", "mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area",
-              "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map",
+              "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "heatmap", "panel", "map",
               "model", "model_sha256", "provider", "input_sha256", "time"]
 MEASURED = ("mask", "pointing_hit", "pointing_chance", "energy_in_mask", "mask_area", "deletion_auc", "insertion_auc",
-            "deletion_auc_random", "insertion_auc_random", "heatmap", "thumbnail", "panel", "map")
+            "deletion_auc_random", "insertion_auc_random", "heatmap", "panel", "map")
 
 
 def new_row(*, path: str, frame: int | None, volume: str | None, probabilities: dict[str, float],

@@ -9,17 +9,18 @@ import csv
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from brisc.fsio import atomic_path
-from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, THUMB_MAX, fit, overlay, panel
+from brisc.fsio import atomic_path, write_npy_atomic
+from brisc.inference.heatmap import JPEG_QUALITY, OVERLAY_MAX, fit, overlay, panel
 from brisc.inference.inputs import Item, item_key
 from brisc.inference.options import InferOptions
 from brisc.inference.outdir import (ERRORS_CSV, HEATMAPS, PREDICTIONS_CSV, PREDICTIONS_JSONL, ROW_FIELDS, SKIPPED_CSV,
-                                    THUMBNAILS, read_rows)
+                                    read_rows)
 
 
 def output_path(out: Path, sub: str, rel: str, suffix: str) -> Path:
@@ -37,12 +38,6 @@ def _atomic_save(img, path: Path, fmt: str, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getbuffer())
-
-
-def _atomic_npy(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
 
 
 class Writer:
@@ -161,33 +156,33 @@ HEATMAP_FORMATS = ("png", "jpg")  # png: a palette PNG, the attention PNG; jpg: 
 
 
 def heatmap_paths(out: Path, it: Item, fmt: str = "png") -> dict[str, Path]:
-    """Where one scan's heatmap files go: overlay (PNG or JPEG), thumbnail (JPEG), panel (PNG) and raw map."""
+    """Where one scan's heatmap files go: overlay (PNG or JPEG; the gallery shows it scaled down), panel (PNG) and
+    raw map."""
     suffix = "" if it.frame is None else f".frame{it.frame:04d}"
     return {"overlay": output_path(out, HEATMAPS, it.stem, f"{suffix}.{fmt}"),
-            "thumbnail": output_path(out, THUMBNAILS, it.stem, suffix + ".jpg"),
             "panel": output_path(out, HEATMAPS, it.stem, suffix + ".panel.png"),
             "map": output_path(out, HEATMAPS, it.stem, suffix + ".npy")}
 
 
 def save_overlay(img: Image.Image, path: Path, fmt: str) -> None:
-    if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes; zlib level 1
-        # halves the encode time for ~10% more bytes (the cores are shared with the model: docs/benchmarks.md).
-        # Level 0 (no deflate: 65 KB against 25 KB) gave no gain beyond this machine's run-to-run spread.
-        _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG", compress_level=1)
+    if fmt == "png":  # 256 colours keep the look of an overlay at a quarter of an RGB PNG's bytes. zlib level 1
+        # with run-length matching (Z_RLE): a palette overlay is long runs of one index, so this is the fastest
+        # setting measured and 6% smaller than the default matching (the cores are shared with the model).
+        _atomic_save(img.quantize(256, method=Image.Quantize.FASTOCTREE), path, "PNG", compress_level=1,
+                     compress_type=zlib.Z_RLE)
     else:
         _atomic_save(img, path, "JPEG", quality=JPEG_QUALITY)
 
 
 def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, opts: InferOptions,
             mask: np.ndarray | None = None):
-    """Write one scan's overlay and thumbnail (and panel, raw map when asked); sets row['heatmap'] and
-    row['thumbnail']. -> None or (key, error)."""
+    """Write one scan's overlay (and panel, raw map when asked): one file a scan by default, since on 2 cores
+    creating files costs the model as much as encoding them (docs/benchmarks.md); sets row['heatmap'].
+    -> None or (key, error)."""
     try:
         paths = heatmap_paths(out, it, opts.heatmap_format)
         ov = overlay(display, m, cmap=opts.cmap, alpha=opts.alpha)  # full resolution with --panels
-        small = fit(ov, OVERLAY_MAX)
-        save_overlay(small, paths["overlay"], opts.heatmap_format)
-        _atomic_save(fit(small, THUMB_MAX), paths["thumbnail"], "JPEG", quality=80)
+        save_overlay(fit(ov, OVERLAY_MAX), paths["overlay"], opts.heatmap_format)
         if opts.panels:
             probs = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])
             pn = panel(display, ov, label=row["predicted"], probability=row["probability"], method=method,
@@ -197,13 +192,14 @@ def render(out: Path, it: Item, display, m: np.ndarray, row: dict, method: str, 
                        alpha=opts.alpha)
             _atomic_save(pn, paths["panel"], "PNG", compress_level=1)
         if opts.save_maps:
-            _atomic_npy(np.asarray(m, np.float32), paths["map"])
+            paths["map"].parent.mkdir(parents=True, exist_ok=True)
+            write_npy_atomic(paths["map"], np.asarray(m, np.float32))
         rel = {k: p.relative_to(out).as_posix() for k, p in paths.items()}
-        row.update(heatmap=rel["overlay"], thumbnail=rel["thumbnail"], panel=rel["panel"] if opts.panels else None,
+        row.update(heatmap=rel["overlay"], panel=rel["panel"] if opts.panels else None,
                    map=rel["map"] if opts.save_maps else None)
         return None
     except (OSError, ValueError) as e:
-        row.update(heatmap=None, thumbnail=None, panel=None, map=None)
+        row.update(heatmap=None, panel=None, map=None)
         return (it.key, f"heatmap not written ({e})")
 
 

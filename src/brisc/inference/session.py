@@ -74,8 +74,13 @@ class ModelSession:
         return dict(zip(names, self.session.run(names, {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})))
 
 
-def open_session(model: str | os.PathLike | None, *, device: str = "auto", threads: int | None = None) -> ModelSession:
-    """Verify the sidecar (sha256, preprocessing version), then open one session with explicit providers."""
+def open_session(model: str | os.PathLike | None, *, device: str = "auto", threads: int | None = None,
+                 spin: bool = True) -> ModelSession:
+    """Verify the sidecar (sha256, preprocessing version), then open one session with explicit providers.
+
+    ``spin=False``: the session's threads sleep when they run out of work instead of spinning, which leaves those
+    cycles to threads beside it (brisc-infer's heatmap drawing: docs/benchmarks.md); alone, spinning is a little
+    faster."""
     path = Path(model) if model else default_model()
     if path.name.endswith(".onnx.json"):  # the sidecar named instead of its model: take the model beside it
         path = path.with_name(path.name[: -len(".json")])
@@ -99,6 +104,8 @@ def open_session(model: str | os.PathLike | None, *, device: str = "auto", threa
             threads = cores
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types

@@ -31,9 +31,11 @@ from tqdm import tqdm
 import brisc
 from brisc import CLASSES
 from brisc.data import Splits
+from brisc.fsio import write_npy_atomic
 from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, cross_fitted_ece, ece_floors, fit_temperature, softmax
-from brisc.runfolder import CONFIG, LAST, METRICS, STATE, WEIGHTS
+from brisc.runfolder import CONFIG, LAST, METRICS, STATE, VAL_LOGITS, WEIGHTS
+from brisc.selection import cross_selection, group_halves
 from brisc.train import checkpoint as ckpt
 from brisc.train.batches import TensorBatches
 from brisc.train.config import TrainConfig
@@ -284,6 +286,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
 
     state_path, last_path, best_path = out_dir / STATE, out_dir / LAST, out_dir / WEIGHTS
     start_epoch, history, pretrain_history, best = 0, [], [], {"epoch": 0, "macro_f1": -1.0}
+    epoch_logits: list[torch.Tensor] = []  # every epoch's validation logits (brisc.selection)
     recipe = _recipe(config)
     state = ckpt.load_state(state_path) if resume and state_path.exists() else None
     if state is not None and "recipe" in state:  # older states carry no recipe: nothing to compare
@@ -293,6 +296,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
                 d.requires_grad_(False)
         ckpt.load_weights(last_path, model)
         start_epoch, history, pretrain_history, best = state["epoch"], state["history"], state["pretrain"], state["best"]
+        # A state from before the logits were kept: its epochs' logits are unknown (NaN), never chosen.
+        epoch_logits = list(state.get("val_logits", [torch.full((len(splits.val), len(CLASSES)), math.nan)] * start_epoch))
         log(f"[{kind}] resuming after epoch {start_epoch}")
     elif cfg.pretrain_epochs and hasattr(model, "pretrain_loss"):
         pretrain_history = pretrain_sae(model, train_ds, cfg=cfg, env=env, seed=seed, tracker=tracker, log=log)
@@ -323,15 +328,17 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             raw_logits, _, _ = evaluate(ddp_model, val_ds, cfg=cfg, env=env)
             rec["val_acc_raw"] = classification_metrics(raw_logits, y)["accuracy"]
         history.append(rec)
+        epoch_logits.append(torch.from_numpy(np.asarray(logits, np.float32)))
         if env.is_main:
+            write_npy_atomic(out_dir / VAL_LOGITS, torch.stack(epoch_logits).numpy())
             if m["macro_f1"] > best["macro_f1"]:
                 best = {"epoch": epoch + 1, "macro_f1": m["macro_f1"]}
                 ckpt.save_weights(best_path, scored, {"epoch": epoch + 1, "val_macro_f1": m["macro_f1"]})
             ckpt.save_weights(last_path, model, {"epoch": epoch + 1})
             ckpt.save_state(state_path, {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "history": history,
-                                         "pretrain": pretrain_history, "best": best,
-                                         "recipe": recipe} | ({"ema": ema.state_dict()} if ema is not None else {}))
+                                         "pretrain": pretrain_history, "best": best, "recipe": recipe,
+                                         "val_logits": epoch_logits} | ({"ema": ema.state_dict()} if ema is not None else {}))
             tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
                 f"val acc {m['accuracy']:.3f}  " + (f"(raw {rec['val_acc_raw']:.3f})  " if ema is not None else "")
@@ -344,15 +351,29 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     # Final evaluation of the best checkpoint (all ranks load the same file).
     ckpt.load_weights(best_path, model)
     metrics = final_evaluation(model, splits, val_ds, cfg=cfg, env=env, history=history, pretrain=pretrain_history,
-                               best=best, tracker=tracker)
+                               best=best, tracker=tracker, epoch_logits=epoch_logits)
     if env.is_main:
         ckpt.write_json(out_dir / CONFIG, {**config, "temperature": metrics["temperature"]})
         ckpt.write_json(out_dir / METRICS, metrics)
     return FitResult(kind=kind, metrics=metrics, history=history, model=model)
 
 
+def held_apart(splits: Splits, epoch_logits: list[torch.Tensor]) -> dict | None:
+    """The best-epoch choice scored honestly (``brisc.selection.cross_selection``) on validation halves made of
+    whole look-alike groups; None with fewer than two epochs or a class with one scan."""
+    from brisc.grouping import similarity_groups
+
+    y = [s.label for s in splits.val]
+    if len(epoch_logits) < 2 or min(np.bincount(y, minlength=len(CLASSES))) < 2:
+        return None
+    half = group_halves(y, similarity_groups([s.path for s in splits.val], y))
+    if half.all() or not half.any():
+        return None
+    return cross_selection(torch.stack(epoch_logits).numpy(), np.asarray(y), half)
+
+
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,
-                     pretrain: list, best: dict, tracker: Tracker) -> dict:
+                     pretrain: list, best: dict, tracker: Tracker, epoch_logits: list | None = None) -> dict:
     logits, y, img_s = evaluate(model, val_ds, cfg=cfg, env=env)
     temperature = fit_temperature(logits, y)
     raw = classification_metrics(logits, y)
@@ -367,7 +388,8 @@ def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainCo
         "temperature": temperature,
         "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"],
                 "ece_cross_fitted": cross_fitted_ece(logits, y),  # temperature fitted on the other half
-                **ece_floors(softmax(logits, temperature), y)},
+                **ece_floors(softmax(logits, temperature), y),
+                "held_apart": held_apart(splits, epoch_logits or [])},
         "history": history,
         "pretrain": pretrain,
     }
