@@ -37,7 +37,7 @@ overwrite_option = click.option("--overwrite", is_flag=True,
               help="An exported .onnx with its .onnx.json sidecar [default: the model shipped with brisc].")
 @out_option
 @click.option("--heatmaps", is_flag=True,
-              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~10 KB a "
+              help="Write attention PNGs, heatmaps/<path>.png (the scan with the map on top, at most 256 px; ~12 KB a "
                    "scan), and index.html (a gallery to filter and sort).")
 @click.option("--heatmap-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
               help="The overlays as palette PNGs or as (smaller) JPEGs.")
