@@ -50,7 +50,7 @@ def test_overlay_is_the_scan_with_the_map_faded_in_where_it_is_high(tiny_export,
 
 
 def test_heatmap_files_stay_small_and_panels_come_on_request(tiny_export, synth_root, tmp_path):
-    """~35 KB a scan by default (the goal is <= 100 KB); --panels adds the labelled side-by-side PNG."""
+    """~12 KB a scan by default, one file (the goal is <= 100 KB); --panels adds the labelled side-by-side PNG."""
     scans = synth_root / "classification_task" / "test"
     out = tmp_path / "o"
     run_cli(INFER, scans, "--model", tiny_export / "vit.onnx", "--out", out, "--heatmaps", "--panels", "--quiet",
