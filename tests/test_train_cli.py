@@ -175,6 +175,8 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     ("distillation without a teacher", ["--models", "vit", "--set", "vit.distill_token=true"], {}, "go together"),
     ("a teacher that is not a model", ["--models", "vit", "--set", "vit.distill_token=true",
                                        "--set", "vit.distill_from=nowhere/sae"], {}, "not a trained brisc model folder"),
+    ("a graph teacher that is not there", ["--models", "vit", "--set", "vit.distill_token=true",
+                                           "--set", "vit.distill_from={tmp}/nowhere.onnx"], {}, "nowhere.onnx: model file not found"),
     ("guidance without attention", ["--models", "sae", "--set", "sae.guide_weight=1"], {}, "sae has none"),
     ("guide layer out of range", ["--models", "vit", "--set", "vit.guide_weight=1", "--set", "vit.guide_layers=3"], {},
      "guide layer 3 is outside the model's 2 layers"),
@@ -238,6 +240,37 @@ def test_run_files_are_strict_json_and_world_readable(tiny_run):
     # A class absent from a tiny validation split has an undefined AUC: null, not NaN.
     aucs = [c["auc"] for r in comp["models"] for c in r["val_per_class"].values()]
     assert all(a is None or not math.isnan(a) for a in aucs)
+
+
+def test_an_exported_graph_teaches_as_its_pytorch_model_does_and_trains_a_soft_student(
+        tiny_run, tiny_export, real_images, synth_root, tmp_path):
+    from dataclasses import replace
+
+    from brisc.imageio import load
+    from brisc.train.distill import check_distillation, load_teacher
+    from brisc.train.models import VisionTransformer, preset_config
+
+    x = torch.from_numpy(np.stack([load(p) for p in real_images[:5]]))
+    with torch.no_grad():
+        ref = load_teacher(str(tiny_run / "vit"))(x).logits
+    got = load_teacher(str(tiny_export / "vit.onnx"))(x).logits
+    assert got.shape == ref.shape and (got - ref).abs().max() <= 1e-4
+    # A graph fed otherwise than brisc-train feeds its students is refused, and the file named.
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(tiny_export / "vit.onnx", odd)
+    card = json.loads((tiny_export / "vit.onnx.json").read_text())
+    card["preprocessing"]["mean"] = [0.4, 0.4, 0.4]
+    (tmp_path / "odd.onnx.json").write_text(json.dumps(card))
+    student = VisionTransformer(replace(preset_config("vit", "tiny"), distill_token=True))
+    with pytest.raises(ValueError, match=f"^{odd}: the graph expects"):
+        check_distillation(student, str(odd))
+    out = tmp_path / "run"
+    run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit", "--preset", "tiny", "--epochs", "1",
+            "--wandb", "disabled", "--out", out, "--set", "vit.distill_token=true",
+            "--set", f"vit.distill_from={tiny_export / 'vit.int8.onnx'}", "--set", "vit.distill_tau=2")
+    cfg = json.loads((out / "vit" / "config.json").read_text())
+    assert cfg["train"]["distill_tau"] == 2.0 and cfg["train"]["distill_from"].endswith("vit.int8.onnx")
+    assert math.isfinite(json.loads((out / "vit" / "metrics.json").read_text())["history"][0]["train_loss"])
 
 
 def test_guided_distilled_run_with_registers_conv_stem_and_cutmix_records_its_recipe_and_exports(

@@ -95,6 +95,11 @@ def test_distillation_token_has_its_own_head_and_the_logits_are_the_heads_mean(x
     ce = torch.nn.functional.cross_entropy
     assert torch.allclose(distillation_loss((cls, dist), y, teacher),
                           0.5 * ce(cls, y) + 0.5 * ce(dist, torch.tensor([2, 0])))
+    # The soft form: tau^2 x KL(teacher || student) at temperature tau, nothing when the [DIST] head is the teacher.
+    assert torch.allclose(distillation_loss((cls, dist), y, dist.detach(), tau=3.0), 0.5 * ce(cls, y))
+    pt, ps = torch.softmax(teacher / 2, 1), torch.softmax(dist / 2, 1)
+    kl = (pt * (pt.log() - ps.log())).sum(1).mean()
+    assert torch.allclose(distillation_loss((cls, dist), y, teacher, tau=2.0), 0.5 * ce(cls, y) + 0.5 * 4 * kl, atol=1e-6)
 
 
 def test_fused_and_explicit_attention_give_the_same_logits(x):

@@ -39,7 +39,8 @@ class TrainConfig:
     # whole batches augmented on the training device (brisc.train.batches), the GPU path.
     loader: str = "pil"
     cutmix: float = 0.0  # share of batches CutMixed on the 16-px patch grid, masks included (brisc.train.mixing)
-    distill_from: str = ""  # RUN/KIND: the teacher of a ViT with distill_token (brisc.train.distill)
+    distill_from: str = ""  # RUN/KIND or an exported .onnx: the teacher of a ViT with distill_token (brisc.train.distill)
+    distill_tau: float = 0.0  # 0: the teacher's top class (DeiT's hard form); > 0: its distribution at this temperature
     # Outlier exposure (brisc.train.outliers): procedural non-scans per scan of a batch, trained toward the uniform
     # distribution with this weight (Hendrycks et al. 2019 use 0.5). 0 is off.
     outliers: float = 0.0

@@ -141,7 +141,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
             with torch.no_grad(), autocast_ctx(env.device, cfg.bf16):
                 taught = teacher(x).logits.float()
             heads = tuple(h[:B] for h in out.head_logits)
-            loss = distillation_loss(heads, y, taught, partner, lam, cfg.label_smoothing)
+            loss = distillation_loss(heads, y, taught, partner, lam, cfg.label_smoothing, cfg.distill_tau)
         else:
             loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
         if n_out:
