@@ -5,8 +5,8 @@ or a stronger ViT), or an exported brisc graph (``*.onnx``, e.g. the shipped def
 not kept), run by onnxruntime. It sees the same augmented (and CutMixed) batch as the student, in eval mode,
 without gradients. Loss: half cross-entropy of the [CLS] head with the labels, half of the [DIST] head with the
 teacher: its top class (DeiT's hard form, ``tau=0``) or its distribution at temperature ``tau`` (the soft form).
-A teacher trained on the same images agrees with their labels almost everywhere (the shipped graph: on 11 of
-4,499 augmented training scans it does not), so its hard form teaches little beyond the labels.
+A teacher trained on the same images agrees with their labels almost everywhere (the shipped graph misses 7 of
+the 4,499 training labels: docs/results.md), so its hard form teaches little beyond the labels.
 """
 
 from __future__ import annotations
