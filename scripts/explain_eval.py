@@ -2,6 +2,7 @@
 
     python scripts/explain_eval.py --run artifacts/runs/brisc-cpu --export artifacts/export/brisc-cpu \
         [--occlusion-limit 100] [--examples docs/img]
+    python scripts/explain_eval.py --also src/brisc/inference/models/default.onnx   # the shipped graph, no run
 
 For every exported model (fp32 graphs) and every method it supports (its own heatmap, [CLS] attention for
 the ViTs, occlusion for all), runs ``run_inference`` with ``--masks`` on the run's validation tumour images
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from brisc.runfolder import RunFolder
-from brisc.data import classes_in_turn, discover
+from brisc.data import classes_in_turn, default_data_root, discover, make_splits
 from brisc.inference.outdir import OutFolder
 from brisc.inference.runner import InferOptions, run_inference
 from brisc.inference.session import open_session
@@ -27,8 +28,10 @@ from brisc.inference.session import open_session
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--export", type=Path, required=True)
+    ap.add_argument("--run", type=Path, default=None,
+                    help="the run whose validation split is used [default: the group split of --data, seed 0, 10%%]")
+    ap.add_argument("--data", type=Path, default=default_data_root(), help="without --run")
+    ap.add_argument("--export", type=Path, default=None, help="the run's exported graphs (with --run)")
     ap.add_argument("--models", default="vit,sae")
     ap.add_argument("--occlusion-limit", type=int, default=100, help="occlusion costs 196 passes an image")
     ap.add_argument("--examples", type=Path, default=None)
@@ -36,8 +39,11 @@ def main() -> None:
                     help="more .onnx graphs trained on the same split (e.g. an earlier default), own heatmap only")
     a = ap.parse_args()
 
-    rf = RunFolder(a.run)
-    val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])
+    if a.run:
+        rf = RunFolder(a.run)
+        val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])
+    else:
+        val, data = {s.path for s in make_splits(discover(a.data)).val}, a.data
     samples = classes_in_turn([s for s in discover(data).samples if s.path in val and s.mask])  # 100 span the classes
     masks = Path(samples[0].mask).parent
     rows = ["| model | method | images | pointing game | energy in mask | mask area | deletion AUC (random) | "
@@ -45,7 +51,8 @@ def main() -> None:
     per_class = ["| model | method | class | scans | deletion AUC | random order | insertion AUC | random order |",
                  "|---|---|---|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        graphs = [(kind, a.export / f"{kind}.onnx") for kind in a.models.split(",")] + [(p.name, p) for p in a.also]
+        graphs = [(kind, a.export / f"{kind}.onnx") for kind in a.models.split(",") if a.export] + \
+            [(p.name, p) for p in a.also]
         for kind, graph in graphs:
             sess = open_session(graph)
             methods = ["auto"] if graph in a.also else \

@@ -114,6 +114,7 @@ def test_in_graph_rollout_equals_numpy_rollout_of_the_exported_attention(tiny_ru
 @pytest.mark.parametrize("spec,reference", [
     ("cls:layer=1:max", lambda full: cls_map(full[:, :, :, 0, 1:], layer=0, head_fusion="max")),
     ("cls", lambda full: cls_map(full[:, :, :, 0, 1:])),
+    ("cls:layer=2:head=2", lambda full: cls_map(full[:, :, :, 0, 1:], layer=1, head=1)),
     ("rollout:start=2", lambda full: rollout(full, start_layer=1)),
 ])
 def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batch, spec, reference):
@@ -126,7 +127,8 @@ def test_chosen_heatmap_equals_its_numpy_reference(tiny_run, tmp_path, real_batc
     assert read_sidecar(path).heatmap == spec
 
 
-@pytest.mark.parametrize("spec", ["rollout", "rollout:max", "rollout:start=2", "cls", "cls:layer=1:max"])
+@pytest.mark.parametrize("spec", ["rollout", "rollout:max", "rollout:start=2", "cls", "cls:layer=1:max",
+                                  "cls:head=1"])
 def test_lean_wrapper_gives_the_outputs_of_the_models_own_path(tiny_run, real_batch, spec):
     # The exported computation (q/k/v head-major, last block for the prefix tokens only) against the model's own.
     tm = load_trained(tiny_run, "vit")
@@ -209,7 +211,8 @@ def test_failed_self_check_deletes_the_output(tiny_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out", "heatmap layer", "heatmap name"])
+@pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out", "heatmap layer",
+                                  "heatmap head", "heatmap name"])
 def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):
     out = tmp_path / "out"
     args = {"missing run": ["--run", tmp_path / "nope", "--out", out],
@@ -217,6 +220,7 @@ def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):
             "opset": ["--run", tiny_run, "--opset", "9", "--out", out],
             "unwritable out": ["--run", tiny_run, "--out", tmp_path / "file" / "sub"],
             "heatmap layer": ["--run", tiny_run, "--models", "vit", "--heatmap", "cls:layer=9", "--out", out],
+            "heatmap head": ["--run", tiny_run, "--models", "vit", "--heatmap", "cls:head=3", "--out", out],
             "heatmap name": ["--run", tiny_run, "--heatmap", "gradcam", "--out", out]}[case]
     (tmp_path / "file").write_text("a file, not a folder")
     r = run_cli("brisc.export.cli", *args, check=False)

@@ -309,6 +309,19 @@ def test_init_starts_from_another_runs_weights_and_refuses_another_architecture(
     assert not (tmp_path / "c").exists()
 
 
+def test_a_training_seed_keeps_the_split_and_trains_another_model(resume_data, tmp_path):
+    # An ensemble member: --set vit.seed changes the initialisation and the batches, never the split (--seed's).
+    args = ["--data", resume_data, "--models", "vit", "--preset", "tiny", "--epochs", "1", "--wandb", "disabled"]
+    run_cli("brisc.train.cli", *args, "--out", tmp_path / "a")
+    run_cli("brisc.train.cli", *args, "--out", tmp_path / "b", "--set", "vit.seed=1")
+    split_a, split_b = (json.loads((tmp_path / n / "split.json").read_text()) for n in "ab")
+    assert split_a["val"] == split_b["val"] and split_a["train"] == split_b["train"]
+    cfg = json.loads((tmp_path / "b" / "vit" / "config.json").read_text())
+    assert cfg["seed"] == 1 and cfg["train"]["seed"] == 1
+    a, b = _weights(tmp_path / "a" / "vit"), _weights(tmp_path / "b" / "vit")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 1e-3
+
+
 def test_a_class_with_a_handful_of_images_is_warned_about(tmp_path):
     generate(tmp_path / "d", per_class=6, test_per_class=0, seed=2)
     for p in sorted((tmp_path / "d" / "classification_task" / "train" / "pituitary").glob("*.jpg"))[3:]:

@@ -44,11 +44,12 @@ def rollout(attentions: np.ndarray, *, head_fusion: str = "mean", start_layer: i
     return minmax(cls.reshape(-1, g, g), flat=FLAT_SPREAD)
 
 
-def cls_map(cls_rows: np.ndarray, *, layer: int = -1, head_fusion: str = "mean") -> np.ndarray:
+def cls_map(cls_rows: np.ndarray, *, layer: int = -1, head_fusion: str = "mean", head: int = -1) -> np.ndarray:
     """[CLS] attention to the patches, [B, L, H, N-1] (the exported ``attentions``) -> one layer's map,
-    heads fused, as [B, g, g] scaled into [0, 1] like rollout. Mirrors the export's ``cls_map_torch``."""
+    heads fused (or one ``head``, 0-based), as [B, g, g] scaled into [0, 1] like rollout. Mirrors the export's
+    ``cls_map_torch``."""
     rows = np.asarray(cls_rows, np.float64)[:, layer]  # [B, H, N-1]
-    fused = rows.mean(1) if head_fusion == "mean" else rows.max(1)
+    fused = rows[:, head] if head >= 0 else rows.mean(1) if head_fusion == "mean" else rows.max(1)
     g = int(round(np.sqrt(fused.shape[-1])))
     return minmax(fused.reshape(-1, g, g), flat=FLAT_SPREAD)
 

@@ -25,7 +25,8 @@ __all__ = ["ExportOptions", "export_run", "main"]
 @click.option("--full-attention", is_flag=True, help="Also output the full [B, L, H, 197, 197] attention stack.")
 @click.option("--heatmap", default=None,
               help="The ViTs' recommended `heatmap` output: rollout, rollout:start=K, rollout:max, cls, cls:layer=K, "
-                   "cls:layer=K:max (layers from 1) [default: the guided layer's [CLS] attention for a mask-guided "
+                   "cls:layer=K:max, cls:layer=K:head=J (layers and heads from 1) [default: the guided layer's [CLS] "
+                   "attention, mean over heads, for a mask-guided "
                    "ViT, rollout otherwise]. The `rollout` output stays plain rollout.")
 @click.option("--ood-score", default=DEFAULT_SCORE, show_default=True, type=click.Choice([*SCORES, "none"]),
               help="The graph's `ood_score` output (higher = less like the training scans); its threshold, set on "

@@ -21,12 +21,14 @@ from brisc.train.models import VisionTransformer
 @dataclass(frozen=True)
 class HeatmapSpec:
     """Which map the graph's ``heatmap`` output recommends (ViTs). Text form for the CLI:
-    ``rollout``, ``rollout:start=3``, ``rollout:max``, ``cls``, ``cls:layer=4``, ``cls:layer=4:max`` (layers 1-based)."""
+    ``rollout``, ``rollout:start=3``, ``rollout:max``, ``cls``, ``cls:layer=4``, ``cls:layer=4:max``,
+    ``cls:layer=4:head=2`` (one head's row; layers and heads 1-based)."""
 
     method: str = "rollout"  # rollout | cls
     start_layer: int = 0  # rollout: first layer multiplied in (0-based)
     head_fusion: str = "mean"  # mean | max
     layer: int = -1  # cls: which layer's [CLS] row (0-based; -1 = last)
+    head: int = -1  # cls: one head's row instead of the fusion over heads (0-based; -1 = all heads, fused)
 
     @classmethod
     def parse(cls, text: str) -> "HeatmapSpec":
@@ -39,6 +41,8 @@ class HeatmapSpec:
                 kw["start_layer"] = int(o[6:]) - 1
             elif o.startswith("layer=") and method == "cls":
                 kw["layer"] = int(o[6:]) - 1
+            elif o.startswith("head=") and method == "cls":
+                kw["head"] = int(o[5:]) - 1
             else:
                 raise ValueError(f"bad heatmap option '{o}' in '{text}'")
         if method not in ("rollout", "cls"):
@@ -50,7 +54,8 @@ class HeatmapSpec:
             return (f"attention rollout ({self.head_fusion} over heads, identity added, rows renormalised, product over "
                     f"layers {self.start_layer + 1}..L, [CLS] row)")
         layer = "the last layer" if self.layer == -1 else f"layer {self.layer + 1}"
-        return f"[CLS] attention of {layer} ({self.head_fusion} over heads)"
+        heads = f"head {self.head + 1}" if self.head >= 0 else f"{self.head_fusion} over heads"
+        return f"[CLS] attention of {layer} ({heads})"
 
 
 def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
@@ -61,10 +66,10 @@ def _scale(cls: torch.Tensor, grid: int, dtype) -> torch.Tensor:
 
 
 def cls_map_torch(atts: Sequence[torch.Tensor], grid: int, layer: int = -1, head_fusion: str = "mean",
-                  prefix: int = 1) -> torch.Tensor:
-    """L x [B, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads."""
+                  prefix: int = 1, head: int = -1) -> torch.Tensor:
+    """L x [B, H, N, N] -> [B, g, g]: one layer's [CLS] row over the patches, fused over heads (or one ``head``)."""
     row = atts[layer][:, :, 0, prefix:].double()  # [B, H, patches]
-    fused = row.mean(1) if head_fusion == "mean" else row.amax(1)
+    fused = row[:, head] if head >= 0 else row.mean(1) if head_fusion == "mean" else row.amax(1)
     return _scale(fused, grid, atts[0].dtype)
 
 
@@ -128,6 +133,9 @@ class ExportWrapper(nn.Module):
             depth = model.depth
             if not (0 <= heatmap.start_layer < depth and -depth <= heatmap.layer < depth):
                 raise ValueError(f"--heatmap asks for a layer the model does not have (it has {depth})")
+            heads = model.config.heads if self.vit else model.config.num_attention_heads
+            if heatmap.head >= heads:
+                raise ValueError(f"--heatmap asks for head {heatmap.head + 1}; the model has {heads}")
         self.ood = ood  # brisc.export.ood.OODHead: (logits, features) -> ood_score
         self.names = output_names(model, full_attention, ood is not None)
         cfg = model.config  # 14 for every brisc ViT (224 / 16); unused by the SAE
@@ -151,7 +159,7 @@ class ExportWrapper(nn.Module):
             elif h.method == "rollout":
                 heat = rollout_torch(att, self.grid, h.start_layer, h.head_fusion, prefix=p)
             else:
-                heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion, prefix=p)
+                heat = cls_map_torch(att, self.grid, h.layer, h.head_fusion, prefix=p, head=h.head)
             return (out.logits, probs, heat, cls, rollout, *extra) + self._ood(out)
         out = self.model(pixel_values)
         probs = torch.softmax(out.logits / self.temperature, -1)

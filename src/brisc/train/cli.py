@@ -155,8 +155,15 @@ def recipes(opts: RunOptions, device_type: str) -> dict:
         raise UsageError(str(e)) from None
 
 
+def train_seed(opts: RunOptions, cfg) -> int:
+    """The seed of a model's training: its own ``--set KIND.seed``, else --seed (which also draws the split)."""
+    return cfg.seed if cfg.seed >= 0 else opts.seed
+
+
 def build_models(opts: RunOptions, configs: dict) -> dict:
     """Every model built (and --init loaded) before anything is written: an unreachable hub id fails first."""
+    import torch
+
     from brisc.train.distill import check_distillation
     from brisc.train.guidance import excluded_masks, resolve_layers
     from brisc.train.models import ModelLoadError, build_model
@@ -164,6 +171,8 @@ def build_models(opts: RunOptions, configs: dict) -> dict:
     models = {}
     for kind in opts.models:
         model_cfg, cfg, _ = configs[kind]
+        if cfg.seed >= 0:  # its own initialisation; otherwise the draws follow --seed as they always have
+            torch.manual_seed(cfg.seed)
         try:
             models[kind] = build_model(kind, model_cfg, hf_model=opts.hf_model)
         except ModelLoadError as e:
@@ -342,8 +351,8 @@ def run_training(opts: RunOptions, log=print) -> dict:
                 f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, bf16 {cfg.bf16} ({why_bf16}), "
                 f"device {env.device}" + (f", {env.world_size} processes" if env.distributed else ""))
             try:
-                res = fit(model, kind, splits, run.model_dir(kind), cfg=cfg, env=env, seed=opts.seed, resume=opts.resume,
-                          tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
+                res = fit(model, kind, splits, run.model_dir(kind), cfg=cfg, env=env, seed=train_seed(opts, cfg),
+                          resume=opts.resume, tracker=tracker, run_info=run_info, log=log if env.is_main else (lambda *a: None))
             except ResumeError as e:
                 raise UsageError(str(e)) from None
             results[kind] = res.metrics

@@ -48,6 +48,9 @@ class TrainConfig:
     # Exponential moving average of the weights (brisc.train.ema): when on, the average is what is evaluated each
     # epoch, selected and shipped; the raw weights' validation accuracy is logged beside it. 0 is off.
     ema: float = 0.0
+    # The training's randomness (initialisation, batch order, augmentation); -1 takes --seed, which also draws the
+    # split. Another value trains a second model on the same split (a second seed of a recipe, an ensemble member).
+    seed: int = -1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -125,46 +125,48 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
     layers = resolve_layers(cfg.guide_layers, unwrap(model).depth) if guide else []
     total_loss, total_guide, correct, seen, total_uniform, seen_out = 0.0, 0.0, 0, 0, 0.0, 0
     t0 = time.perf_counter()
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr):
-        x, y = batch[0].to(env.device, non_blocking=True), batch[1].to(env.device, non_blocking=True)
-        masks = batch[2].to(env.device) if guide else None
-        partner, lam = None, 1.0
-        if cfg.cutmix and float(torch.rand(())) < cfg.cutmix:
-            x, masks, partner, lam = patch_cutmix(x, masks, patch=CUTMIX_PATCH)
-        B = len(y)
-        n_out = outliers.count(B, cfg.outliers)
-        with autocast_ctx(env.device, cfg.bf16):
-            # One forward for scans and outliers: the conv stem's BatchNorm sees the same mix every step.
-            out = model(torch.cat([x, outliers.make_outliers(x, n_out)]) if n_out else x, output_attentions=guide)
-        logits = out.logits[:B]
-        if teacher is not None:
-            with torch.no_grad(), autocast_ctx(env.device, cfg.bf16):
-                taught = teacher(x).logits.float()
-            heads = tuple(h[:B] for h in out.head_logits)
-            loss = distillation_loss(heads, y, taught, partner, lam, cfg.label_smoothing, cfg.distill_tau)
-        else:
-            loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
-        if n_out:
-            u = outliers.uniform_loss(out.logits[B:])
-            loss = loss + cfg.outlier_weight * u
-            total_uniform += u.item() * n_out
-            seen_out += n_out
-        if guide:
-            g = guidance_loss(tuple(a[:B] for a in out.attentions), masks, layers=layers,
-                              prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
-            loss = loss + cfg.guide_weight * g
-            total_guide += g.item() * len(y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(unwrap(model))
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
+    # Closed (its line cleared) even when Ctrl-C or SIGTERM ends the epoch, so the one-line report stands alone.
+    with tqdm(loader, desc=desc, leave=False, disable=not env.is_main, file=sys.stderr) as bar:
+        for batch in bar:
+            x, y = batch[0].to(env.device, non_blocking=True), batch[1].to(env.device, non_blocking=True)
+            masks = batch[2].to(env.device) if guide else None
+            partner, lam = None, 1.0
+            if cfg.cutmix and float(torch.rand(())) < cfg.cutmix:
+                x, masks, partner, lam = patch_cutmix(x, masks, patch=CUTMIX_PATCH)
+            B = len(y)
+            n_out = outliers.count(B, cfg.outliers)
+            with autocast_ctx(env.device, cfg.bf16):
+                # One forward for scans and outliers: the conv stem's BatchNorm sees the same mix every step.
+                out = model(torch.cat([x, outliers.make_outliers(x, n_out)]) if n_out else x, output_attentions=guide)
+            logits = out.logits[:B]
+            if teacher is not None:
+                with torch.no_grad(), autocast_ctx(env.device, cfg.bf16):
+                    taught = teacher(x).logits.float()
+                heads = tuple(h[:B] for h in out.head_logits)
+                loss = distillation_loss(heads, y, taught, partner, lam, cfg.label_smoothing, cfg.distill_tau)
+            else:
+                loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
+            if n_out:
+                u = outliers.uniform_loss(out.logits[B:])
+                loss = loss + cfg.outlier_weight * u
+                total_uniform += u.item() * n_out
+                seen_out += n_out
+            if guide:
+                g = guidance_loss(tuple(a[:B] for a in out.attentions), masks, layers=layers,
+                                  prefix=unwrap(model).num_prefix_tokens, blur=cfg.guide_blur, floor=cfg.guide_floor)
+                loss = loss + cfg.guide_weight * g
+                total_guide += g.item() * len(y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(unwrap(model))
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
     stats = torch.tensor([total_loss, total_guide, correct, seen, total_uniform, seen_out], dtype=torch.float64)
     if env.distributed:
         dist.all_reduce(stats)

@@ -228,16 +228,17 @@ def pretrain(opts: PretrainOptions, log=print) -> dict:
         for epoch in range(start, cfg.epochs):
             torch.manual_seed(epoch_seed(opts.seed, epoch))  # augmentation and the random masks
             t0, total, n = time.perf_counter(), 0.0, 0
-            for batch in tqdm(feed(epoch), desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}", leave=False):
-                x = batch[0].to(env.device)
-                with autocast_ctx(env.device, cfg.bf16):
-                    loss = model(x).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                total, n = total + float(loss.detach()) * len(x), n + len(x)
+            with tqdm(feed(epoch), desc=f"[mae] epoch {epoch + 1}/{cfg.epochs}", leave=False) as bar:
+                for batch in bar:
+                    x = batch[0].to(env.device)
+                    with autocast_ctx(env.device, cfg.bf16):
+                        loss = model(x).loss
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                    scheduler.step()
+                    total, n = total + float(loss.detach()) * len(x), n + len(x)
             rec = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0,
                    "img_s": n / (time.perf_counter() - t0), "lr": optimizer.param_groups[0]["lr"]}
             if not math.isfinite(rec["loss"]):

@@ -1,0 +1,56 @@
+"""Does averaging a graph over the scan and its left-right mirror help? Accuracy, and the map against the masks.
+
+    python scripts/flip_average.py [--model default.onnx] [--data ../shared/data/brisc2025]
+
+On the validation split of the group split (seed 0, 10%: the shipped model's), through the exported graph: the scan
+alone, its mirror alone, and the mean of the two probability vectors (and of the two maps, the mirror's flipped
+back). Nothing is chosen here, so the figures need no held-apart half.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from brisc.data import load_mask
+from brisc.imageio import load
+from brisc.maps import resize_map
+from brisc.metrics import classification_metrics, energy_in_mask, pointing_game
+from graph_study import graph_and_split, study_parser
+
+
+def main() -> None:
+    sess, splits = graph_and_split(study_parser(__doc__).parse_args())
+    val = splits.val
+    probs, maps = {"scan": [], "mirror": []}, {"scan": [], "mirror": []}
+    for i in range(0, len(val), 32):
+        x = np.stack([load(s.path) for s in val[i:i + 32]])
+        for view, xv in (("scan", x), ("mirror", x[..., ::-1])):
+            o = sess.run(xv, ["probabilities", "heatmap"])
+            probs[view].append(o["probabilities"])
+            maps[view].append(o["heatmap"] if view == "scan" else o["heatmap"][..., ::-1])
+    p = {k: np.concatenate(v) for k, v in probs.items()}
+    m = {k: np.concatenate(v) for k, v in maps.items()}
+    p["mean"], m["mean"] = (p["scan"] + p["mirror"]) / 2, (m["scan"] + m["mirror"]) / 2
+    y = np.array([s.label for s in val])
+    masked = [i for i, s in enumerate(val) if s.mask]
+    masks = {i: load_mask(val[i].mask) for i in masked}
+    classes = np.array([val[i].class_name for i in masked])
+    print(f"{sess.name}, {len(val)} validation scans, {len(masked)} masks\n\n| view | accuracy | macro-F1 | errors | "
+          "pointing (glioma) | energy |\n|---|---:|---:|---:|---:|---:|")
+    out = {}
+    for view in ("scan", "mirror", "mean"):
+        c = classification_metrics(np.log(np.clip(p[view], 1e-12, None)), y)  # log p: the metrics' argmax and ECE
+        hits = np.array([pointing_game(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked], float)
+        energy = np.array([energy_in_mask(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked])
+        out[view] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "errors": int((p[view].argmax(1) != y).sum()),
+                     "pointing": hits.mean(), "pointing_glioma": hits[classes == "glioma"].mean(), "energy": energy.mean()}
+        r = out[view]
+        print(f"| {view} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['errors']} | {r['pointing']:.3f} "
+              f"({r['pointing_glioma']:.3f}) | {r['energy']:.3f} |")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The studies of one exported graph behind docs/results.md run on any graph and data, here the tiny ones."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brisc.data import discover, make_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study(script, *args) -> str:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *map(str, args)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def val(synth_root):
+    return make_splits(discover(synth_root)).val
+
+
+def test_flip_average_reports_the_scan_its_mirror_and_their_mean(tiny_export, synth_root, val):
+    out = json.loads(_study("flip_average.py", "--model", tiny_export / "vit.onnx", "--data", synth_root)
+                     .splitlines()[-1])
+    assert set(out) == {"scan", "mirror", "mean"}
+    for view in out.values():
+        assert view["errors"] == round((1 - view["accuracy"]) * len(val)) and 0 <= view["energy"] <= 1
+
+
+def test_map_heads_chooses_only_a_faithful_map_and_reports_it_on_validation(tiny_export, synth_root, val):
+    text = _study("map_heads.py", "--model", tiny_export / "vit.onnx", "--data", synth_root, "--train", 20,
+                  "--faithful", 2, "--faithful-val", 6)
+    out = json.loads(text.splitlines()[-1])
+    rows = [line for line in text.splitlines() if line.startswith("| cls:")]
+    faithful = {r.split(" | ")[0][2:]: r.rstrip(" |").endswith("yes") for r in rows[:4]}  # 2 layers' tiny graph: 2 heads
+    assert len(faithful) == 4 and (out["chosen"] is None or faithful[out["chosen"]])
+    assert out["validation"]["all"]["n"] == sum(1 for s in val if s.mask)
+    assert all(len(r["pointing"]) == len(out["maps"]) for r in out["validation"].values())
+    assert set(out["validation_faithfulness"]) == {*out["maps"], "random"}
+
+
+def test_pointing_misses_counts_every_validation_mask(tiny_export, synth_root, val):
+    text = _study("pointing_misses.py", "--model", tiny_export / "vit.onnx", "--data", synth_root)
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and line[2:3].isalpha()
+            and not line.startswith("| class")]
+    by_class = {r[0][2:]: int(r[1]) for r in rows}
+    assert by_class == {c: sum(1 for s in val if s.mask and s.class_name == c) for c in by_class}
+    assert sum(by_class.values()) == sum(1 for s in val if s.mask) > 0
+    for r in rows:
+        hits = float(r[2])
+        assert np.isclose(int(r[6]), round((1 - hits) * int(r[1])))  # the misses are the pointing game's
