@@ -3,8 +3,9 @@
     python scripts/flip_average.py [--model default.onnx] [--data ../shared/data/brisc2025]
 
 On the validation split of the group split (seed 0, 10%: the shipped model's), through the exported graph: the scan
-alone, its mirror alone, and the mean of the two probability vectors (and of the two maps, the mirror's flipped
-back). Nothing is chosen here, so the figures need no held-apart half.
+alone, its mirror alone, and the mean of the two softmax vectors of the logits (and of the two maps, the mirror's
+flipped back). Nothing is chosen here, so the figures need no held-apart half; the ECE is cross-fitted (the
+temperature fitted on one half of validation, measured on the other, ``brisc.metrics.cross_fitted_ece``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from brisc.data import load_mask
 from brisc.imageio import load
 from brisc.maps import resize_map
-from brisc.metrics import classification_metrics, energy_in_mask, pointing_game
+from brisc.metrics import classification_metrics, cross_fitted_ece, energy_in_mask, pointing_game, softmax
 from graph_study import graph_and_split, study_parser
 
 
@@ -27,8 +28,8 @@ def main() -> None:
     for i in range(0, len(val), 32):
         x = np.stack([load(s.path) for s in val[i:i + 32]])
         for view, xv in (("scan", x), ("mirror", x[..., ::-1])):
-            o = sess.run(xv, ["probabilities", "heatmap"])
-            probs[view].append(o["probabilities"])
+            o = sess.run(xv, ["logits", "heatmap"])
+            probs[view].append(softmax(o["logits"]))
             maps[view].append(o["heatmap"] if view == "scan" else o["heatmap"][..., ::-1])
     p = {k: np.concatenate(v) for k, v in probs.items()}
     m = {k: np.concatenate(v) for k, v in maps.items()}
@@ -38,16 +39,18 @@ def main() -> None:
     masks = {i: load_mask(val[i].mask) for i in masked}
     classes = np.array([val[i].class_name for i in masked])
     print(f"{sess.name}, {len(val)} validation scans, {len(masked)} masks\n\n| view | accuracy | macro-F1 | errors | "
-          "pointing (glioma) | energy |\n|---|---:|---:|---:|---:|---:|")
+          "ECE (T, cross-fitted) | pointing (glioma) | energy |\n|---|---:|---:|---:|---:|---:|---:|")
     out = {}
     for view in ("scan", "mirror", "mean"):
-        c = classification_metrics(np.log(np.clip(p[view], 1e-12, None)), y)  # log p: the metrics' argmax and ECE
+        log_p = np.log(np.clip(p[view], 1e-12, None))  # as logits: softmax(log p) = p
+        c = classification_metrics(log_p, y)
         hits = np.array([pointing_game(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked], float)
         energy = np.array([energy_in_mask(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked])
         out[view] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "errors": int((p[view].argmax(1) != y).sum()),
-                     "pointing": hits.mean(), "pointing_glioma": hits[classes == "glioma"].mean(), "energy": energy.mean()}
+                     "ece_cross_fitted": cross_fitted_ece(log_p, y), "pointing": hits.mean(), "pointing_glioma": hits[classes == "glioma"].mean(), "energy": energy.mean()}
         r = out[view]
-        print(f"| {view} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['errors']} | {r['pointing']:.3f} "
+        print(f"| {view} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['errors']} | {r['ece_cross_fitted']:.3f} | "
+              f"{r['pointing']:.3f} "
               f"({r['pointing_glioma']:.3f}) | {r['energy']:.3f} |")
     print(json.dumps(out))
 
