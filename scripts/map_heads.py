@@ -29,6 +29,11 @@ def candidates(layer: int, heads: int) -> list[str]:
     return [f"cls:layer={layer}", f"cls:layer={layer}:max", *(f"cls:layer={layer}:head={h}" for h in range(1, heads + 1))]
 
 
+def spec_map(att: np.ndarray, h: HeatmapSpec) -> np.ndarray:
+    """The cls map ``h`` of the graph's attentions [B, L, H, P] -> [B, g, g]."""
+    return cls_map(att, layer=h.layer, head_fusion=h.head_fusion, head=h.head)
+
+
 def scores(samples, sess, specs: list[str]) -> dict:
     """{spec: (pointing hits [N], energies [N])} from the graph's attentions."""
     out = {s: ([], []) for s in specs}
@@ -38,7 +43,7 @@ def scores(samples, sess, specs: list[str]) -> dict:
         att = sess.run(np.stack([load(s.path) for s in chunk]), ["attentions"])["attentions"]
         masks = [load_mask(s.mask) for s in chunk]
         for s, h in parsed.items():
-            for m, mask in zip(cls_map(att, layer=h.layer, head_fusion=h.head_fusion, head=h.head), masks):
+            for m, mask in zip(spec_map(att, h), masks):
                 up = resize_map(m, mask.shape)
                 out[s][0].append(pointing_game(up, mask))
                 out[s][1].append(energy_in_mask(up, mask))
@@ -53,7 +58,7 @@ def faithfulness(samples, sess, specs: list[str]) -> dict:
     for i, smp in enumerate(samples):
         x = load(smp.path)[None]
         att = sess.run(x, ["attentions"])["attentions"]
-        maps = {s: cls_map(att, layer=h.layer, head_fusion=h.head_fusion, head=h.head) for s, h in parsed.items()}
+        maps = {s: spec_map(att, h) for s, h in parsed.items()}
         maps["random"] = random_maps(1, int(round(np.sqrt(att.shape[-1]))), seed=i)
         for k, m in maps.items():
             c = perturbation_curves(predict, x, m)
