@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--also", type=Path, nargs="*", default=[],
                     help="more .onnx graphs trained on the same split (e.g. an earlier default), own heatmap only")
     a = ap.parse_args()
-
+    if not (a.also or (a.run and a.export)):
+        ap.error("nothing to evaluate: give --run RUN --export DIR, or --also GRAPH")
     if a.run:
         rf = RunFolder(a.run)
         val, data = set(rf.val_paths()), rf.data_root(a.models.split(",")[0])

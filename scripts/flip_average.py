@@ -46,12 +46,12 @@ def main() -> None:
         c = classification_metrics(log_p, y)
         hits = np.array([pointing_game(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked], float)
         energy = np.array([energy_in_mask(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked])
-        out[view] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "errors": int((p[view].argmax(1) != y).sum()),
-                     "ece_cross_fitted": cross_fitted_ece(log_p, y), "pointing": hits.mean(), "pointing_glioma": hits[classes == "glioma"].mean(), "energy": energy.mean()}
-        r = out[view]
+        r = out[view] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"],
+                         "errors": int((p[view].argmax(1) != y).sum()), "ece_cross_fitted": cross_fitted_ece(log_p, y),
+                         "pointing": hits.mean(), "pointing_glioma": hits[classes == "glioma"].mean(),
+                         "energy": energy.mean()}
         print(f"| {view} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['errors']} | {r['ece_cross_fitted']:.3f} | "
-              f"{r['pointing']:.3f} "
-              f"({r['pointing_glioma']:.3f}) | {r['energy']:.3f} |")
+              f"{r['pointing']:.3f} ({r['pointing_glioma']:.3f}) | {r['energy']:.3f} |")
     print(json.dumps(out))
 
 

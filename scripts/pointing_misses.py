@@ -18,7 +18,7 @@ from brisc.data import load_mask, parse_brisc_name
 from brisc.grouping import similarity_groups
 from brisc.imageio import load
 from brisc.maps import resize_map
-from brisc.metrics import energy_in_mask, pointing_game
+from brisc.metrics import energy_in_mask, peak_to_mask, pointing_game
 from graph_study import graph_and_split, study_parser
 
 
@@ -41,11 +41,9 @@ def main() -> None:
     for s, m in zip(va, maps):
         mask = load_mask(s.mask)
         up = resize_map(m, mask.shape)
-        y, x = np.unravel_index(int(np.argmax(up)), up.shape)
-        ys, xs = np.nonzero(mask)
         rows.append({"cls": s.class_name, "plane": parse_brisc_name(Path(s.path).name).plane, "path": s.path,
-                     "hit": bool(pointing_game(up, mask)), "px": float(np.sqrt(((ys - y) ** 2 + (xs - x) ** 2).min())),
-                     "top3": top_k_hit(m, mask), "energy": energy_in_mask(up, mask)})
+                     "hit": bool(pointing_game(up, mask)), "px": peak_to_mask(up, mask), "top3": top_k_hit(m, mask),
+                     "energy": energy_in_mask(up, mask)})
     print(f"{sess.name} ({sess.card.heatmap}), {len(rows)} validation masks\n\n| class | masks | pointing | axial | "
           "coronal | sagittal | misses | their groups | peak to mask (median px) | top-3 patch on it | energy: "
           "hits / misses |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -38,7 +38,7 @@ def test_map_heads_chooses_only_a_faithful_map_and_reports_it_on_validation(tiny
                   "--faithful", 2, "--faithful-val", 6)
     out = json.loads(text.splitlines()[-1])
     rows = [line for line in text.splitlines() if line.startswith("| cls:")]
-    faithful = {r.split(" | ")[0][2:]: r.rstrip(" |").endswith("yes") for r in rows[:4]}  # 2 layers' tiny graph: 2 heads
+    faithful = {r.split(" | ")[0][2:]: r.rstrip(" |").endswith("yes") for r in rows[:4]}  # mean, max, head 1, head 2
     assert len(faithful) == 4 and (out["chosen"] is None or faithful[out["chosen"]])
     assert out["validation"]["all"]["n"] == sum(1 for s in val if s.mask)
     assert all(len(r["pointing"]) == len(out["maps"]) for r in out["validation"].values())

@@ -166,15 +166,22 @@ def classification_metrics(logits: np.ndarray, y_true, temperature: float = 1.0)
 
 # ---- explanation quality against tumour masks -------------------------------------------------
 
-def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 15.0) -> bool | None:
-    """TorchRay's pointing game: a hit when the map's maximum lies within ``tolerance`` pixels of the
-    mask. Both at the mask's resolution. None when the mask is empty (nothing to point at)."""
+def peak_to_mask(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
+    """Distance in pixels from the map's maximum to the nearest mask pixel (0 inside it), both at the mask's
+    resolution; None when the mask is empty."""
     mask = np.asarray(mask, bool)
     if not mask.any():
         return None
     y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     ys, xs = np.nonzero(mask)
-    return bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tolerance ** 2)
+    return float(np.sqrt(((ys - y) ** 2 + (xs - x) ** 2).min()))
+
+
+def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 15.0) -> bool | None:
+    """TorchRay's pointing game: a hit when the map's maximum lies within ``tolerance`` pixels of the
+    mask. Both at the mask's resolution. None when the mask is empty (nothing to point at)."""
+    d = peak_to_mask(heatmap, mask)
+    return None if d is None else bool(d <= tolerance)
 
 
 def pointing_chance(mask: np.ndarray, tolerance: float = 15.0, samples: int = 2000, seed: int = 0) -> float | None:
