@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brisc.selection import best_epoch, cross_selection, group_halves
+from brisc.selection import best_epoch, cross_selection, group_halves, validation_halves
 
 
 def _logits(pred, n_classes=4):
@@ -55,3 +55,8 @@ def test_halves_keep_look_alike_groups_whole_and_split_every_class():
     for c in (0, 1):
         side = half[np.asarray(labels) == c]
         assert side.any() and not side.all()
+
+
+def test_validation_with_a_class_of_one_scan_has_no_halves():
+    assert validation_halves(["a.png"] * 7, [0, 0, 1, 1, 2, 2, 3]) is None  # pituitary has one scan
+    assert validation_halves(["a.png"] * 6, [0, 0, 1, 1, 2, 2]) is None  # and here none

@@ -55,3 +55,20 @@ def test_pointing_misses_counts_every_validation_mask(tiny_export, synth_root, v
     for r in rows:
         hits = float(r[2])
         assert np.isclose(int(r[6]), round((1 - hits) * int(r[1])))  # the misses are the pointing game's
+
+
+def test_ensemble_epochs_scores_every_epoch_and_the_held_apart_choice(tiny_run, tiny_export, val):
+    from brisc.selection import validation_halves
+
+    halved = validation_halves([s.path for s in val], [s.label for s in val]) is not None
+    epochs = np.load(tiny_run / "vit" / "val_logits.npy").shape[0]
+    text = _study("ensemble_epochs.py", "--run", tiny_run, "--model", tiny_export / "vit.onnx")
+    out = json.loads(text.splitlines()[-1])
+    by_epoch = [line for line in text.splitlines() if line.startswith("ensemble accuracy by epoch")][0].split(": ")[1]
+    assert len(by_epoch.split()) == epochs
+    for r in (out["second"], out["ensemble"]):
+        assert r["n"] == len(val) and sum(r["halves"]) == len(val)
+        assert all(1 <= e <= epochs for e in r["epochs_chosen"].values())
+        assert float(by_epoch.split()[r["best_epoch"] - 1]) == pytest.approx(r["best_accuracy"], abs=5e-4)
+        assert (r["accuracy"] is not None) == halved == (len(r["epochs_chosen"]) == 2)
+    assert out["ensemble"]["last_accuracy"] == pytest.approx(float(by_epoch.split()[-1]), abs=5e-4)

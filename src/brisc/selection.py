@@ -52,3 +52,17 @@ def group_halves(labels, groups, *, seed: int = 0) -> np.ndarray:
     from brisc.grouping import group_split
 
     return np.asarray(group_split(list(labels), list(groups), 0.5, seed), bool)
+
+
+def validation_halves(paths, labels) -> np.ndarray | None:
+    """``group_halves`` of a validation split by its look-alike groups (``brisc.grouping.similarity_groups``); None
+    when it cannot be halved (a class with one scan, or every group on one side)."""
+    from brisc.grouping import similarity_groups
+
+    from brisc import CLASSES
+
+    labels = list(labels)
+    if min(np.bincount(labels, minlength=len(CLASSES))) < 2:
+        return None
+    half = group_halves(labels, similarity_groups(list(paths), labels))
+    return None if half.all() or not half.any() else half

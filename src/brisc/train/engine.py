@@ -35,7 +35,7 @@ from brisc.fsio import write_npy_atomic
 from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, cross_fitted_ece, ece_floors, fit_temperature, softmax
 from brisc.runfolder import CONFIG, LAST, METRICS, STATE, VAL_LOGITS, WEIGHTS
-from brisc.selection import cross_selection, group_halves
+from brisc.selection import cross_selection, validation_halves
 from brisc.train import checkpoint as ckpt
 from brisc.train.batches import TensorBatches
 from brisc.train.config import TrainConfig
@@ -362,16 +362,10 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
 
 def held_apart(splits: Splits, epoch_logits: list[torch.Tensor]) -> dict | None:
     """The best-epoch choice scored honestly (``brisc.selection.cross_selection``) on validation halves made of
-    whole look-alike groups; None with fewer than two epochs or a class with one scan."""
-    from brisc.grouping import similarity_groups
-
+    whole look-alike groups; None with fewer than two epochs or a validation split that cannot be halved."""
     y = [s.label for s in splits.val]
-    if len(epoch_logits) < 2 or min(np.bincount(y, minlength=len(CLASSES))) < 2:
-        return None
-    half = group_halves(y, similarity_groups([s.path for s in splits.val], y))
-    if half.all() or not half.any():
-        return None
-    return cross_selection(torch.stack(epoch_logits).numpy(), np.asarray(y), half)
+    half = validation_halves([s.path for s in splits.val], y) if len(epoch_logits) >= 2 else None
+    return None if half is None else cross_selection(torch.stack(epoch_logits).numpy(), np.asarray(y), half)
 
 
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,

@@ -1,0 +1,289 @@
+"""Exported graphs of one split as one graph with one map, which brisc-infer runs like any other.
+
+    python -m brisc.export.ensemble A.onnx B.onnx --out artifacts/export/ensemble/vit.ensemble.onnx
+
+The members run side by side on the same input inside one ONNX graph, and a small head combines their outputs
+(``combine`` is the definition, in numpy; ``EnsembleHead`` writes it as graph operations):
+- logits: the mean of the members' calibrated logits (logits_i / T_i); probabilities: softmax(logits / T), with T
+  fitted anew on validation;
+- attentions: the members' [CLS] rows side by side, [B, L, sum of H, 196]: the ensemble's heads are its members';
+- heatmap: the members' map (``cls:layer=K``) over all those heads, or, for a rollout map, the mean of the members'
+  maps; rollout: the mean of the members' rollouts (not rescaled: where the members disagree, the peak stays below 1,
+  and a nearly flat map stays flat);
+- ood_score: the mean of the members' scores, each divided by its own threshold (1 is a member's 5% point), with a
+  threshold set anew on validation.
+The members must share the classes, preprocessing, outputs, map and training split (their cards say). The written
+graph is checked against ``combine`` of the members' own outputs on validation scans and two outliers, and its card
+gets its validation metrics, temperature and OOD threshold from the graph's own outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import numpy as np
+
+from brisc.errors import BriscError
+from brisc.maps import cls_map
+from brisc.sidecar import ModelCard, read_sidecar, write_sidecar
+
+PER_MEMBER = ("logits", "heatmap", "attentions", "rollout", "ood_score")  # what the head reads of each member
+SAME = ("model_kind", "classes", "preprocessing", "outputs", "heatmap", "format")  # what the members must share
+SPLIT = ("layout", "split_seed", "val_fraction", "split_method", "train_images", "val_images", "data")
+
+
+class EnsembleError(BriscError):
+    """Members that cannot form one graph, or an output that exists: nothing is written (exit 2)."""
+
+
+def member_inputs(names: tuple[str, ...]) -> list[str]:
+    return [n for n in PER_MEMBER if n in names]
+
+
+def combine(outs: list[dict[str, np.ndarray]], temperatures, thresholds, heatmap: str,
+            temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """The members' outputs -> the ensemble's (the module docstring says how each is formed)."""
+    from brisc.export.wrapper import HeatmapSpec
+    from brisc.metrics import softmax
+
+    spec = HeatmapSpec.parse(heatmap)
+    logits = np.mean([o["logits"].astype(np.float64) / t for o, t in zip(outs, temperatures)], 0)
+    att = np.concatenate([o["attentions"] for o in outs], 2)  # [B, L, sum H, patches]
+    g = outs[0]["heatmap"].shape[-1]
+
+    def mean_map(name):
+        return np.mean([o[name].astype(np.float64) for o in outs], 0)
+
+    heat = (cls_map(att, layer=spec.layer, head_fusion=spec.head_fusion) if spec.method == "cls"
+            else mean_map("heatmap"))
+    res = {"logits": logits, "probabilities": softmax(logits, temperature), "heatmap": heat.reshape(-1, g, g),
+           "attentions": att, "rollout": mean_map("rollout")}
+    if "ood_score" in outs[0]:
+        res["ood_score"] = np.mean([o["ood_score"].astype(np.float64) / t for o, t in zip(outs, thresholds)], 0)
+    return {k: v.astype(np.float32) for k, v in res.items()}
+
+
+def _head_module(temperatures, thresholds, heatmap: str, temperature: float, has_ood: bool):
+    import torch
+    from torch import nn
+
+    from brisc.export.wrapper import HeatmapSpec, _scale
+
+    spec = HeatmapSpec.parse(heatmap)
+
+    class EnsembleHead(nn.Module):
+        """``combine`` as graph operations: per member (logits, heatmap, attentions, rollout[, ood_score])."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("inv_t", torch.tensor([1.0 / t for t in temperatures], dtype=torch.float64))
+            self.register_buffer("inv_thr", torch.tensor([1.0 / t for t in thresholds] if has_ood else [],
+                                                         dtype=torch.float64))
+            self.per = 5 if has_ood else 4
+
+        def forward(self, *xs):
+            m = [xs[i:i + self.per] for i in range(0, len(xs), self.per)]
+            g = m[0][1].shape[-1]
+            logits = torch.stack([o[0].double() * self.inv_t[i] for i, o in enumerate(m)]).mean(0)
+            probs = torch.softmax(logits / temperature, -1)
+            att = torch.cat([o[2] for o in m], 2)  # [B, L, sum H, patches]
+            if spec.method == "cls":
+                rows = att[:, spec.layer].double()
+                heat = _scale(rows.mean(1) if spec.head_fusion == "mean" else rows.amax(1), g, torch.float32)
+            else:
+                heat = torch.stack([o[1] for o in m]).mean(0)
+            roll = torch.stack([o[3] for o in m]).mean(0)
+            out = (logits.float(), probs.float(), heat, att, roll)
+            if self.per == 5:
+                out += ((torch.stack([o[4].double() * self.inv_thr[i] for i, o in enumerate(m)]).mean(0)).float(),)
+            return out
+
+    return EnsembleHead().eval()
+
+
+def head_graph(members: list[dict[str, np.ndarray]], names: list[str], temperatures, thresholds, heatmap: str,
+               temperature: float, opset: int):
+    """The head as an ONNX model whose inputs are named ``m{i}/<output>``, traced on the members' outputs."""
+    import torch
+
+    has_ood = "ood_score" in names
+    module = _head_module(temperatures, thresholds, heatmap, temperature, has_ood)
+    ins = [f"m{i}/{n}" for i in range(len(members)) for n in names]
+    example = tuple(torch.from_numpy(o[n][:2]) for o in members for n in names)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    outs = ["logits", "probabilities", "heatmap", "attentions", "rollout"] + (["ood_score"] if has_ood else [])
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, example, input_names=ins, output_names=outs, opset_version=opset,
+                                 dynamo=True, external_data=False, verbose=False,
+                                 dynamic_shapes=(tuple({0: batch} for _ in ins),))  # one entry: forward(*xs)
+    return prog.model_proto
+
+
+def compose(members: list, head) -> "onnx.ModelProto":  # noqa: F821
+    """One graph: every member (its names prefixed ``m{i}/``) reading the shared ``pixel_values``, then the head."""
+    import onnx
+    from onnx import compose as oc, helper
+
+    nodes, inits, functions, opsets = [], [], [], {}
+    for i, m in enumerate(members):
+        p = oc.add_prefix(m, f"m{i}/")
+        pix = f"m{i}/pixel_values"
+        for n in p.graph.node:
+            n.input[:] = ["pixel_values" if x == pix else x for x in n.input]
+        nodes += p.graph.node
+        inits += p.graph.initializer
+        functions += p.functions
+        for o in m.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    nodes += head.graph.node
+    inits += head.graph.initializer
+    functions += head.functions
+    for o in head.opset_import:
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    graph = helper.make_graph(nodes, "brisc_ensemble", [members[0].graph.input[0]], list(head.graph.output), inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              functions=functions)
+    model.ir_version = max([m.ir_version for m in members] + [head.ir_version])
+    return model
+
+
+def _check_members(paths: list[Path]) -> list[ModelCard]:
+    if len(paths) < 2:
+        raise EnsembleError("an ensemble needs at least two member graphs")
+    cards = []
+    for p in paths:
+        card = read_sidecar(p)
+        if card.format != "onnx" or "attentions" not in card.outputs:
+            raise EnsembleError(f"{p}: an ensemble is made of ViT ONNX graphs (this one is a {card.model_kind} "
+                                f"{card.format} file)")
+        cards.append(card)
+    for p, c in zip(paths[1:], cards[1:]):
+        for f in SAME:
+            if getattr(c, f) != getattr(cards[0], f):
+                raise EnsembleError(f"{p}: its {f} ({getattr(c, f)}) differs from {paths[0].name}'s "
+                                    f"({getattr(cards[0], f)}); members must share it")
+        for f in SPLIT:
+            if c.training_data.get(f) != cards[0].training_data.get(f):
+                raise EnsembleError(f"{p}: trained on another split ({f} {c.training_data.get(f)} against "
+                                    f"{cards[0].training_data.get(f)}); the ensemble is calibrated on validation, "
+                                    "which must be every member's")
+    from brisc.export.wrapper import HeatmapSpec
+
+    if HeatmapSpec.parse(cards[0].heatmap).head >= 0:
+        raise EnsembleError(f"{paths[0]}: a one-head map ({cards[0].heatmap}) names no head of an ensemble; export "
+                            "the members with a map over every head")
+    if "ood_score" in cards[0].outputs and any((c.ood or {}).get("threshold") is None for c in cards):
+        raise EnsembleError("every member needs an OOD threshold in its card (export it with validation reachable)")
+    return cards
+
+
+def validation_images(card: ModelCard, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The members' validation split, rebuilt from the card's split parameters on ``data`` -> (images, labels)."""
+    from brisc.data import discover, make_splits
+    from brisc.export.ood import load_images
+
+    td = card.training_data
+    if data.name != td.get("data"):
+        raise EnsembleError(f"{data}: the members were trained on '{td.get('data')}', not '{data.name}' (--data)")
+    splits = make_splits(discover(data), val_fraction=td["val_fraction"], seed=td["split_seed"],
+                         method=td["split_method"])
+    if len(splits.train) != td.get("train_images") or len(splits.val) != td.get("val_images"):
+        raise EnsembleError(f"{data}: its split has {len(splits.train)} / {len(splits.val)} images, the members' "
+                            f"{td.get('train_images')} / {td.get('val_images')}; is it the same data?")
+    images, keep = load_images([s.path for s in splits.val])
+    return images, np.array([splits.val[k].label for k in keep])
+
+
+def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
+    """Write the ensemble graph ``out`` and its card; refuses to overwrite, and a failed check leaves nothing."""
+    import onnx
+
+    from brisc.export.onnx import metadata_props
+    from brisc.export.ood import calibrate, cached_evaluation_set
+    from brisc.export.run import check_set
+    from brisc.export.selfcheck import TOLERANCE, ExportCheckError, compare, ort_runner
+    from brisc.fsio import atomic_path
+    from brisc.metrics import classification_metrics, fit_temperature
+
+    if out.exists():
+        raise EnsembleError(f"{out}: exists; brisc never overwrites a graph (remove it or choose another --out)")
+    cards = _check_members(paths)
+    c0 = cards[0]
+    names = member_inputs(c0.outputs)
+    temps = [c.temperature for c in cards]
+    thresholds = [c.ood["threshold"] for c in cards] if "ood_score" in names else []
+    val, y = validation_images(c0, data)
+    if not len(val):
+        raise EnsembleError(f"{data}: no validation scan decodes")
+    runners = [ort_runner(p) for p in paths]
+
+    def member_outputs(x):
+        return [{k: v for k, v in r(x).items() if k in names} for r in runners]
+
+    chunks = [member_outputs(val[i:i + 64]) for i in range(0, len(val), 64)]
+    outs = [{n: np.concatenate([c[m][n] for c in chunks]) for n in names} for m in range(len(paths))]
+    raw = combine(outs, temps, thresholds, c0.heatmap)
+    temperature = fit_temperature(raw["logits"], y)
+    log(f"ensemble of {len(paths)}: temperature {temperature:.3f} fitted on {len(y)} validation scans")
+    checks = check_set(val[:32])
+    ref = combine(member_outputs(checks), temps, thresholds, c0.heatmap, temperature)
+    head = head_graph(outs, names, temps, thresholds, c0.heatmap, temperature, c0.opset or 18)
+    metrics = classification_metrics(raw["logits"], y, temperature)
+    card = replace(
+        c0, model_name=f"ensemble of {len(paths)} {c0.model_name}s", temperature=temperature,
+        heatmap_method=f"{c0.heatmap_method}, over the heads of all {len(paths)} members" if c0.heatmap.startswith("cls")
+        else f"the mean of the members' maps ({c0.heatmap_method})",
+        validation_metrics={k: metrics[k] for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece")}
+        | {"ece_uncalibrated": classification_metrics(raw["logits"], y)["ece"]},
+        checkpoint_sha256="+".join(c.checkpoint_sha256 for c in cards),
+        quantization={"members": [c.quantization for c in cards]} if any(c.quantization for c in cards) else None,
+        shipped_from=None, ood=None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        model = compose([onnx.load(str(p)) for p in paths], head)
+        for k, v in metadata_props(card).items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, str(tmp))
+        run = ort_runner(tmp)
+        diffs = compare(ref, run(checks))
+        bad = {n: d for n, d in diffs.items() if not d <= TOLERANCE[n]}
+        if bad:
+            raise ExportCheckError(f"{out.name} disagrees with its members' combined outputs: " +
+                                   ", ".join(f"{n} {d:.2e} > {TOLERANCE[n]:.0e}" for n, d in bad.items()))
+        ood = None
+        if thresholds:
+            ood = calibrate(run, c0.ood["score"], c0.model_kind, val, cached_evaluation_set())
+            ood |= {"score": f"mean over the members of {c0.ood['score']} / the member's threshold",
+                    "feature": c0.ood.get("feature", "")}
+            log(f"ood threshold {ood['threshold']:.4g}: flags {ood['validation']['flag_rate']:.1%} of validation")
+    card = replace(card, ood=ood, self_check={"max_abs_diff": diffs, "images": int(len(checks)),
+                                              "reference": "brisc.export.ensemble.combine of the members' outputs",
+                                              "members": [{"file": p.name, "sha256": c.model_sha256}
+                                                          for p, c in zip(paths, cards)]})
+    write_sidecar(out, card)
+    log(f"{out} ({out.stat().st_size / 1e6:.1f} MB): validation accuracy {metrics['accuracy']:.4f}, macro-F1 "
+        f"{metrics['macro_f1']:.4f}, ECE {metrics['ece']:.4f}; max abs diff {max(diffs.values()):.1e}")
+    return out
+
+
+@click.command(help=__doc__.splitlines()[0])
+@click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The graph to write.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The BRISC folder the members were trained on [default: $BRISC_DATA or ../shared/data/brisc2025].")
+def main(members, out: Path, data: Path | None) -> None:
+    from brisc.data import default_data_root
+    from brisc.errors import one_line_errors
+
+    with one_line_errors("brisc.export.ensemble"):
+        build(list(members), out, data=data or default_data_root(), log=click.echo)
+
+
+if __name__ == "__main__":
+    main()
