@@ -23,20 +23,8 @@ from brisc.data import label_from_path
 from brisc.imageio import load
 from brisc.inference.session import open_session
 from brisc.runfolder import RunFolder
-from brisc.metrics import classification_metrics
-from brisc.selection import best_epoch, cross_selection, validation_halves
+from brisc.selection import cross_selection, validation_halves
 from brisc import CLASSES
-
-
-def selection(logits: np.ndarray, y: np.ndarray, half: np.ndarray | None) -> dict:
-    """``cross_selection`` on the halves; with none, the best epoch chosen on all and the last, nothing held apart."""
-    if half is not None:
-        return cross_selection(logits, y, half)
-    e = best_epoch(logits, y)
-    best, last = classification_metrics(logits[e], y), classification_metrics(logits[-1], y)
-    return {"n": int(len(y)), "best_epoch": e + 1, "best_accuracy": best["accuracy"], "best_macro_f1": best["macro_f1"],
-            "last_accuracy": last["accuracy"], "last_macro_f1": last["macro_f1"], "accuracy": None, "macro_f1": None,
-            "epochs_chosen": {}, "halves": [int(len(y)), 0]}
 
 
 def main() -> None:
@@ -58,7 +46,7 @@ def main() -> None:
     half = validation_halves(paths, y)
     if half is None:
         print("validation cannot be halved by look-alike groups: epochs chosen on all of it, nothing held apart")
-    alone, both = selection(epochs, y, half), selection(ens, y, half)
+    alone, both = cross_selection(epochs, y, half), cross_selection(ens, y, half)
     first_acc = float((first.argmax(1) == y).mean())
     print(f"{sess.name} + {a.run.name} (epochs 1..{len(epochs)}), {len(y)} validation scans\n")
     print("| | first alone | second alone | ensemble |\n|---|---:|---:|---:|")

@@ -29,6 +29,17 @@ def test_each_half_is_scored_by_the_epoch_chosen_on_the_other():
     assert r["accuracy"] < r["best_accuracy"]  # choosing where you score flatters
 
 
+def test_without_halves_nothing_is_held_apart_but_best_and_last_are_reported():
+    y = np.array([0, 1, 2, 3])
+    pred = np.array([[0, 1, 2, 3], [0, 1, 2, 0]])
+    r = cross_selection(_logits(pred), y, None)
+    assert r["accuracy"] is None and r["macro_f1"] is None and r["epochs_chosen"] == {}
+    assert r["best_epoch"] == 1 and r["best_accuracy"] == 1.0
+    assert r["last_accuracy"] == pytest.approx(3 / 4) and r["halves"] == [4, 0]
+    with pytest.raises(ValueError, match="do not match"):
+        cross_selection(np.zeros((2, 3, 4)), y, None)
+
+
 def test_ties_go_to_the_earliest_epoch_and_unknown_epochs_are_never_chosen():
     y = np.array([0, 1, 2, 3])
     same = _logits(np.array([[0, 1, 2, 3]] * 3))

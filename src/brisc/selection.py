@@ -20,14 +20,24 @@ def best_epoch(logits: np.ndarray, y: np.ndarray) -> int:
     return int(np.argmax(scores))
 
 
-def cross_selection(logits: np.ndarray, y, half: np.ndarray) -> dict:
+def cross_selection(logits: np.ndarray, y, half: np.ndarray | None) -> dict:
     """``logits`` [E, N, C] of every epoch on the N validation scans, ``y`` [N], ``half`` [N] bool (one of two
     disjoint halves) -> the epoch chosen on each half, and accuracy / macro-F1 of the pooled predictions where each
     half is predicted by the epoch chosen on the other; beside it the flattering figure (chosen and scored on all)
-    and the last epoch's."""
-    logits, y, half = np.asarray(logits, np.float64), np.asarray(y, int), np.asarray(half, bool)
-    if logits.ndim != 3 or logits.shape[1] != len(y) or len(half) != len(y):
-        raise ValueError(f"logits {logits.shape} do not match {len(y)} labels and a half mask of {len(half)}")
+    and the last epoch's. With ``half`` None (validation that cannot be halved) nothing is held apart: the held-apart
+    figures are None."""
+    logits, y = np.asarray(logits, np.float64), np.asarray(y, int)
+    if logits.ndim != 3 or logits.shape[1] != len(y) or (half is not None and len(half) != len(y)):
+        raise ValueError(f"logits {logits.shape} do not match {len(y)} labels and a half mask of "
+                         f"{len(y) if half is None else len(half)}")
+    e_all = best_epoch(logits, y)
+    best = classification_metrics(logits[e_all], y)
+    last = classification_metrics(logits[-1], y)
+    out = {"n": int(len(y)), "best_epoch": e_all + 1, "best_accuracy": best["accuracy"],
+           "best_macro_f1": best["macro_f1"], "last_accuracy": last["accuracy"], "last_macro_f1": last["macro_f1"]}
+    if half is None:
+        return {"epochs_chosen": {}, "accuracy": None, "macro_f1": None, **out, "halves": [int(len(y)), 0]}
+    half = np.asarray(half, bool)
     if half.all() or not half.any():
         raise ValueError("both halves need scans")
     pooled = np.empty(logits.shape[1:])
@@ -37,12 +47,7 @@ def cross_selection(logits: np.ndarray, y, half: np.ndarray) -> dict:
         pooled[part] = logits[e, part]
         chosen[name] = e + 1
     m = classification_metrics(pooled, y)
-    e_all = best_epoch(logits, y)
-    best = classification_metrics(logits[e_all], y)
-    last = classification_metrics(logits[-1], y)
-    return {"epochs_chosen": chosen, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": int(len(y)),
-            "best_epoch": e_all + 1, "best_accuracy": best["accuracy"], "best_macro_f1": best["macro_f1"],
-            "last_accuracy": last["accuracy"], "last_macro_f1": last["macro_f1"],
+    return {"epochs_chosen": chosen, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], **out,
             "halves": [int(half.sum()), int((~half).sum())]}
 
 

@@ -33,7 +33,7 @@ from brisc.maps import cls_map
 from brisc.sidecar import ModelCard, read_sidecar, write_sidecar
 
 PER_MEMBER = ("logits", "heatmap", "attentions", "rollout", "ood_score")  # what the head reads of each member
-SAME = ("model_kind", "classes", "preprocessing", "outputs", "heatmap", "format")  # what the members must share
+SAME = ("model_kind", "classes", "preprocessing", "outputs", "heatmap")  # what the members must share
 SPLIT = ("layout", "split_seed", "val_fraction", "split_method", "train_images", "val_images", "data")
 
 
@@ -54,14 +54,13 @@ def combine(outs: list[dict[str, np.ndarray]], temperatures, thresholds, heatmap
     spec = HeatmapSpec.parse(heatmap)
     logits = np.mean([o["logits"].astype(np.float64) / t for o, t in zip(outs, temperatures)], 0)
     att = np.concatenate([o["attentions"] for o in outs], 2)  # [B, L, sum H, patches]
-    g = outs[0]["heatmap"].shape[-1]
 
     def mean_map(name):
         return np.mean([o[name].astype(np.float64) for o in outs], 0)
 
     heat = (cls_map(att, layer=spec.layer, head_fusion=spec.head_fusion) if spec.method == "cls"
             else mean_map("heatmap"))
-    res = {"logits": logits, "probabilities": softmax(logits, temperature), "heatmap": heat.reshape(-1, g, g),
+    res = {"logits": logits, "probabilities": softmax(logits, temperature), "heatmap": heat,
            "attentions": att, "rollout": mean_map("rollout")}
     if "ood_score" in outs[0]:
         res["ood_score"] = np.mean([o["ood_score"].astype(np.float64) / t for o, t in zip(outs, thresholds)], 0)
@@ -125,31 +124,26 @@ def head_graph(members: list[dict[str, np.ndarray]], names: list[str], temperatu
     return prog.model_proto
 
 
-def compose(members: list, head) -> "onnx.ModelProto":  # noqa: F821
+def compose(members: list, head):
     """One graph: every member (its names prefixed ``m{i}/``) reading the shared ``pixel_values``, then the head."""
-    import onnx
     from onnx import compose as oc, helper
 
-    nodes, inits, functions, opsets = [], [], [], {}
+    parts = []
     for i, m in enumerate(members):
         p = oc.add_prefix(m, f"m{i}/")
-        pix = f"m{i}/pixel_values"
         for n in p.graph.node:
-            n.input[:] = ["pixel_values" if x == pix else x for x in n.input]
-        nodes += p.graph.node
-        inits += p.graph.initializer
-        functions += p.functions
-        for o in m.opset_import:
+            n.input[:] = ["pixel_values" if x == f"m{i}/pixel_values" else x for x in n.input]
+        parts.append(p)
+    parts.append(head)
+    opsets = {}
+    for p in parts:
+        for o in p.opset_import:
             opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-    nodes += head.graph.node
-    inits += head.graph.initializer
-    functions += head.functions
-    for o in head.opset_import:
-        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-    graph = helper.make_graph(nodes, "brisc_ensemble", [members[0].graph.input[0]], list(head.graph.output), inits)
+    graph = helper.make_graph([n for p in parts for n in p.graph.node], "brisc_ensemble", [members[0].graph.input[0]],
+                              list(head.graph.output), [t for p in parts for t in p.graph.initializer])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                              functions=functions)
-    model.ir_version = max([m.ir_version for m in members] + [head.ir_version])
+                              functions=[f for p in parts for f in p.functions])
+    model.ir_version = max(p.ir_version for p in parts)
     return model
 
 
