@@ -5,7 +5,8 @@
 On the validation split of the group split (seed 0, 10%: the shipped model's), through the exported graph: the scan
 alone, its mirror alone, and the mean of the two softmax vectors of the logits (and of the two maps, the mirror's
 flipped back). Nothing is chosen here, so the figures need no held-apart half; the ECE is cross-fitted (the
-temperature fitted on one half of validation, measured on the other, ``brisc.metrics.cross_fitted_ece``).
+temperature fitted on one half of validation, measured on the other, ``brisc.metrics.cross_fitted_ece``). A graph
+that averages over the mirror itself (``brisc.export.ensemble --mirror``) is scored on the scan alone.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from graph_study import graph_and_split, study_parser
 def main() -> None:
     sess, splits = graph_and_split(study_parser(__doc__).parse_args())
     val = splits.val
-    probs, maps = {"scan": [], "mirror": []}, {"scan": [], "mirror": []}
+    mirrored = bool((sess.card.self_check or {}).get("mirror"))  # the graph's own scan is already the mean
+    views = ("scan",) if mirrored else ("scan", "mirror")
+    probs, maps = {v: [] for v in views}, {v: [] for v in views}
     for i in range(0, len(val), 32):
         x = np.stack([load(s.path) for s in val[i:i + 32]])
-        for view, xv in (("scan", x), ("mirror", x[..., ::-1])):
+        for view, xv in zip(views, (x, x[..., ::-1])):
             o = sess.run(xv, ["logits", "heatmap"])
             probs[view].append(softmax(o["logits"]))
             maps[view].append(o["heatmap"] if view == "scan" else o["heatmap"][..., ::-1])
     p = {k: np.concatenate(v) for k, v in probs.items()}
     m = {k: np.concatenate(v) for k, v in maps.items()}
-    p["mean"], m["mean"] = (p["scan"] + p["mirror"]) / 2, (m["scan"] + m["mirror"]) / 2
+    if not mirrored:
+        p["mean"], m["mean"] = (p["scan"] + p["mirror"]) / 2, (m["scan"] + m["mirror"]) / 2
     y = np.array([s.label for s in val])
     masked = [i for i, s in enumerate(val) if s.mask]
     masks = {i: load_mask(val[i].mask) for i in masked}
@@ -41,7 +45,7 @@ def main() -> None:
     print(f"{sess.name}, {len(val)} validation scans, {len(masked)} masks\n\n| view | accuracy | macro-F1 | errors | "
           "ECE (T, cross-fitted) | pointing (glioma) | energy |\n|---|---:|---:|---:|---:|---:|---:|")
     out = {}
-    for view in ("scan", "mirror", "mean"):
+    for view in p:
         log_p = np.log(np.clip(p[view], 1e-12, None))  # as logits: softmax(log p) = p
         c = classification_metrics(log_p, y)
         hits = np.array([pointing_game(resize_map(m[view][i], masks[i].shape), masks[i]) for i in masked], float)

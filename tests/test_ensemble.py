@@ -128,3 +128,38 @@ def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, t
         assert not out.exists()
     assert {"other split": "other.onnx", "sae": "sae.onnx", "out exists": "ens.onnx"}.get(case, "") in r.stderr
 
+
+
+@pytest.mark.parametrize("heatmap", ["rollout", "cls"])
+def test_mirror_views_average_a_graph_over_the_scan_and_its_mirror(tiny_run, tiny_export, synth_root, tmp_path, scans,
+                                                                  heatmap):
+    """--mirror: one member on the scan and its mirror is flip averaging, checked against the member run twice."""
+    from brisc.export.run import ExportOptions, export_run
+    from brisc.maps import cls_map
+
+    member = tiny_export / "vit.onnx"
+    if heatmap != "rollout":
+        member = export_run(ExportOptions(run=tiny_run, out=tmp_path / "cls", models=("vit",), heatmap=heatmap),
+                            log=quiet)[0]
+    out = build([member], tmp_path / "mirror.onnx", data=synth_root, mirror=True, log=quiet)
+    card, mc = read_sidecar(out), read_sidecar(member)
+    assert card.self_check["mirror"] is True and card.heatmap == mc.heatmap
+    mirrored = np.ascontiguousarray(scans[..., ::-1])
+    run, m = ort_runner(out), ort_runner(member)
+    got, got_m, a, b = run(scans), run(mirrored), m(scans), m(mirrored)
+    # written out here, not through mirror_back: the mirror's patch columns are the scan's reversed
+    g = a["heatmap"].shape[-1]
+    b_att = b["attentions"].reshape(*b["attentions"].shape[:3], g, g)[..., ::-1].reshape(b["attentions"].shape)
+    np.testing.assert_allclose(got["logits"], (a["logits"] + b["logits"]) / 2 / mc.temperature, atol=1e-5)
+    np.testing.assert_allclose(got["attentions"], np.concatenate([a["attentions"], b_att], 2), atol=1e-6)
+    np.testing.assert_allclose(got["rollout"], (a["rollout"] + b["rollout"][..., ::-1]) / 2, atol=1e-5)
+    heat = (cls_map(np.concatenate([a["attentions"], b_att], 2), layer=-1) if heatmap == "cls"
+            else (a["heatmap"] + b["heatmap"][..., ::-1]) / 2)
+    np.testing.assert_allclose(got["heatmap"], heat, atol=1e-5)
+    np.testing.assert_allclose(got["ood_score"], (a["ood_score"] + b["ood_score"]) / 2 / mc.ood["threshold"],
+                               rtol=1e-5, atol=1e-6)
+    # the averaged graph does not care which way the scan faces: its map turns with the scan
+    np.testing.assert_allclose(got_m["logits"], got["logits"], atol=1e-5)
+    np.testing.assert_allclose(got_m["heatmap"], got["heatmap"][..., ::-1], atol=1e-5)
+    assert ort_runner(out)(scans[:1])["logits"] == pytest.approx(got["logits"][:1], abs=1e-5)  # batch-independent
+    assert out.stat().st_size < 1.2 * member.stat().st_size  # the member's weights once

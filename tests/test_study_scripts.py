@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from brisc.data import discover, make_splits
+from brisc.sidecar import read_sidecar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +32,17 @@ def test_flip_average_reports_the_scan_its_mirror_and_their_mean(tiny_export, sy
     assert set(out) == {"scan", "mirror", "mean"}
     for view in out.values():
         assert view["errors"] == round((1 - view["accuracy"]) * len(val)) and 0 <= view["energy"] <= 1
+
+
+def test_flip_average_scores_a_graph_that_averages_the_mirror_itself_on_the_scan(tiny_export, synth_root, val,
+                                                                                 tmp_path):
+    from brisc.export.ensemble import build
+
+    graph = build([tiny_export / "vit.onnx"], tmp_path / "mirror.onnx", data=synth_root, mirror=True, log=lambda *a: 0)
+    text = _study("flip_average.py", "--model", graph, "--data", synth_root)
+    out = json.loads(text.splitlines()[-1])
+    assert set(out) == {"scan"} and "| mirror |" not in text
+    assert out["scan"]["accuracy"] == pytest.approx(read_sidecar(graph).validation_metrics["accuracy"])
 
 
 def test_map_heads_chooses_only_a_faithful_map_and_reports_it_on_validation(tiny_export, synth_root, val):
@@ -57,13 +69,15 @@ def test_pointing_misses_counts_every_validation_mask(tiny_export, synth_root, v
         assert np.isclose(int(r[6]), round((1 - hits) * int(r[1])))  # the misses are the pointing game's
 
 
-def test_ensemble_epochs_scores_every_epoch_and_the_held_apart_choice(tiny_run, tiny_export, val):
+@pytest.mark.parametrize("graphs", [("vit.onnx",), ("vit.onnx", "vit.int8.onnx")])
+def test_ensemble_epochs_scores_every_epoch_and_the_held_apart_choice(tiny_run, tiny_export, val, graphs):
     from brisc.selection import validation_halves
 
     halved = validation_halves([s.path for s in val], [s.label for s in val]) is not None
     epochs = np.load(tiny_run / "vit" / "val_logits.npy").shape[0]
-    text = _study("ensemble_epochs.py", "--run", tiny_run, "--model", tiny_export / "vit.onnx")
+    text = _study("ensemble_epochs.py", "--run", tiny_run, *[a for g in graphs for a in ("--model", tiny_export / g)])
     out = json.loads(text.splitlines()[-1])
+    assert f"{len(graphs)} graph(s) + {tiny_run.name}" in text
     by_epoch = [line for line in text.splitlines() if line.startswith("ensemble accuracy by epoch")][0].split(": ")[1]
     assert len(by_epoch.split()) == epochs
     for r in (out["second"], out["ensemble"]):

@@ -1,9 +1,13 @@
 """Exported graphs of one split as one graph with one map, which brisc-infer runs like any other.
 
     python -m brisc.export.ensemble A.onnx B.onnx --out artifacts/export/ensemble/vit.ensemble.onnx
+    python -m brisc.export.ensemble A.onnx [B.onnx] --mirror --out artifacts/export/ensemble/vit.mirror.onnx
 
 The members run side by side on the same input inside one ONNX graph, and a small head combines their outputs
-(``combine`` is the definition, in numpy; ``EnsembleHead`` writes it as graph operations):
+(``combine`` is the definition, in numpy; ``EnsembleHead`` writes it as graph operations). With ``--mirror`` every
+member also runs on the scan's left-right mirror, a view whose maps and attention rows are flipped back into the
+scan's frame (``mirror_back``) before they are combined like any member's: flip averaging inside the graph, each
+member run once on a batch twice as large (its weights are in the file once).
 - logits: the mean of the members' calibrated logits (logits_i / T_i); probabilities: softmax(logits / T), with T
   fitted anew on validation;
 - attentions: the members' [CLS] rows side by side, [B, L, sum of H, 196]: the ensemble's heads are its members';
@@ -43,6 +47,20 @@ class EnsembleError(BriscError):
 
 def member_inputs(names: tuple[str, ...]) -> list[str]:
     return [n for n in PER_MEMBER if n in names]
+
+
+def mirror_back(outputs: dict[str, np.ndarray], grid: int) -> dict[str, np.ndarray]:
+    """A member's outputs on the mirrored scan -> the scan's frame: the maps [B, g, g] and the attention rows
+    [B, L, H, g*g] flipped left-right (the 16-px patches tile the 224-px scan exactly, so a mirrored scan's patch
+    columns are the scan's in reverse); logits and OOD score are the same in either frame."""
+    res = dict(outputs)
+    for n in ("heatmap", "rollout"):
+        if n in res:
+            res[n] = res[n][..., ::-1]
+    if "attentions" in res:
+        a = res["attentions"]
+        res["attentions"] = a.reshape(*a.shape[:-1], grid, grid)[..., ::-1].reshape(a.shape)
+    return {k: np.ascontiguousarray(v) for k, v in res.items()}
 
 
 def combine(outs: list[dict[str, np.ndarray]], temperatures, thresholds, heatmap: str,
@@ -124,32 +142,79 @@ def head_graph(members: list[dict[str, np.ndarray]], names: list[str], temperatu
     return prog.model_proto
 
 
-def compose(members: list, head):
-    """One graph: every member (its names prefixed ``m{i}/``) reading the shared ``pixel_values``, then the head."""
+def _mirror_nodes(i: int, j: int, names: list[str], grid: int):
+    """Nodes around member ``i`` (prefixed ``m{i}/raw/``) that run it once on the scans and their mirrors, a batch of
+    2B: the first B outputs are view ``i``'s, the last B, flipped back (``mirror_back`` as graph operations), view
+    ``j``'s, as ``m{i}/<output>`` and ``m{j}/<output>``."""
+    from onnx import helper
+
+    raw, p = f"m{i}/raw/", f"m{i}/mirror/"
+
+    def node(op, ins, out, **kw):
+        return helper.make_node(op, ins, [out], name=f"{p}{op}_{out.replace('/', '_')}", **kw)
+
+    def flip(src, dst, axis):
+        return node("Slice", [src, "mirror/last", "mirror/before_first", f"mirror/axis{axis}", "mirror/back"], dst)
+
+    nodes = [flip("pixel_values", f"{p}pixel_values", 3),
+             node("Concat", ["pixel_values", f"{p}pixel_values"], f"{raw}pixel_values", axis=0)]
+    for n in names:
+        nodes += [node("Slice", [f"{raw}{n}", "mirror/zero", "mirror/batch", "mirror/axis0"], f"m{i}/{n}"),
+                  node("Slice", [f"{raw}{n}", "mirror/batch", "mirror/end", "mirror/axis0"], f"{p}{n}")]
+        if n in ("heatmap", "rollout"):  # [B, g, g]
+            nodes.append(flip(f"{p}{n}", f"m{j}/{n}", 2))
+        elif n == "attentions":  # [B, L, H, g*g] -> [B, L, H, g, g], flipped, back
+            nodes += [node("Reshape", [f"{p}{n}", "mirror/grid"], f"{p}{n}_grid"),
+                      flip(f"{p}{n}_grid", f"{p}{n}_flipped", 4),
+                      node("Reshape", [f"{p}{n}_flipped", "mirror/flat"], f"m{j}/{n}")]
+        else:  # logits, ood_score: the same in either frame
+            nodes.append(node("Identity", [f"{p}{n}"], f"m{j}/{n}"))
+    return nodes
+
+
+def _mirror_constants(grid: int):
+    from onnx import helper, numpy_helper
+
+    big = np.iinfo(np.int64)
+    consts = {"mirror/last": [-1], "mirror/before_first": [big.min], "mirror/back": [-1], "mirror/zero": [0],
+              "mirror/end": [big.max], "mirror/axis0": [0], "mirror/axis2": [2], "mirror/axis3": [3],
+              "mirror/axis4": [4], "mirror/grid": [0, 0, 0, grid, grid], "mirror/flat": [0, 0, 0, grid * grid]}
+    batch = [helper.make_node("Shape", ["pixel_values"], ["mirror/batch"], name="mirror/batch", start=0, end=1)]
+    return [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()], batch
+
+
+def compose(members: list, head, mirror: bool = False, names: list[str] = (), grid: int = 0):
+    """One graph: every member (its names prefixed ``m{i}/``) reading the shared ``pixel_values``, then the head;
+    with ``mirror``, each member runs once on the scans and their mirrors (``_mirror_nodes``), the mirrors being
+    views ``len(members) + i``."""
     from onnx import compose as oc, helper
 
-    parts = []
+    parts, extra = [], []
+    consts, batch = _mirror_constants(grid) if mirror else ([], [])
     for i, m in enumerate(members):
-        p = oc.add_prefix(m, f"m{i}/")
-        for n in p.graph.node:
-            n.input[:] = ["pixel_values" if x == f"m{i}/pixel_values" else x for x in n.input]
+        p = oc.add_prefix(m, f"m{i}/raw/" if mirror else f"m{i}/")
+        if mirror:
+            extra += _mirror_nodes(i, len(members) + i, names, grid)
+        else:
+            for n in p.graph.node:
+                n.input[:] = ["pixel_values" if x == f"m{i}/pixel_values" else x for x in n.input]
         parts.append(p)
-    parts.append(head)
     opsets = {}
-    for p in parts:
+    for p in parts + [head]:
         for o in p.opset_import:
             opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-    graph = helper.make_graph([n for p in parts for n in p.graph.node], "brisc_ensemble", [members[0].graph.input[0]],
-                              list(head.graph.output), [t for p in parts for t in p.graph.initializer])
+    graph = helper.make_graph(batch + [n for p in parts for n in p.graph.node] + extra + list(head.graph.node),
+                              "brisc_ensemble", [members[0].graph.input[0]], list(head.graph.output),
+                              [t for p in parts + [head] for t in p.graph.initializer] + consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                              functions=[f for p in parts for f in p.functions])
-    model.ir_version = max(p.ir_version for p in parts)
+                              functions=[f for p in parts + [head] for f in p.functions])
+    model.ir_version = max(p.ir_version for p in parts + [head])
     return model
 
 
-def _check_members(paths: list[Path]) -> list[ModelCard]:
-    if len(paths) < 2:
-        raise EnsembleError("an ensemble needs at least two member graphs")
+def _check_members(paths: list[Path], mirror: bool = False) -> list[ModelCard]:
+    if len(paths) < (1 if mirror else 2):
+        raise EnsembleError("an ensemble needs at least two member graphs, or one with --mirror")
     cards = []
     for p in paths:
         card = read_sidecar(p)
@@ -194,8 +259,9 @@ def validation_images(card: ModelCard, data: Path) -> tuple[np.ndarray, np.ndarr
     return images, np.array([splits.val[k].label for k in keep])
 
 
-def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
-    """Write the ensemble graph ``out`` and its card; refuses to overwrite, and a failed check leaves nothing."""
+def build(paths: list[Path], out: Path, *, data: Path, mirror: bool = False, log=print) -> Path:
+    """Write the ensemble graph ``out`` and its card (``mirror``: every member on the scan and on its mirror); refuses
+    to overwrite, and a failed check leaves nothing."""
     import onnx
 
     from brisc.export.onnx import metadata_props
@@ -207,7 +273,7 @@ def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
 
     if out.exists():
         raise EnsembleError(f"{out}: exists; brisc never overwrites a graph (remove it or choose another --out)")
-    cards = _check_members(paths)
+    cards = _check_members(paths, mirror)
     c0 = cards[0]
     names = member_inputs(c0.outputs)
     temps = [c.temperature for c in cards]
@@ -215,24 +281,33 @@ def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
     val, y = validation_images(c0, data)
     if not len(val):
         raise EnsembleError(f"{data}: no validation scan decodes")
-    runners = [ort_runner(p) for p in paths]
+    flipped = [False] * len(paths) + [True] * (len(paths) if mirror else 0)  # one entry a view
+    views = paths * (2 if mirror else 1)
+    temps, thresholds = temps * (2 if mirror else 1), thresholds * (2 if mirror else 1)
+    runners = {p: ort_runner(p) for p in paths}
+    grid = runners[paths[0]](val[:1])["heatmap"].shape[-1]  # the patch grid, g x g
 
     def member_outputs(x):
-        return [{k: v for k, v in r(x).items() if k in names} for r in runners]
+        xm = np.ascontiguousarray(x[..., ::-1])
+        outs = [{k: v for k, v in runners[p](xm if f else x).items() if k in names} for p, f in zip(views, flipped)]
+        return [mirror_back(o, grid) if f else o for o, f in zip(outs, flipped)]
 
     chunks = [member_outputs(val[i:i + 64]) for i in range(0, len(val), 64)]
-    outs = [{n: np.concatenate([c[m][n] for c in chunks]) for n in names} for m in range(len(paths))]
+    outs = [{n: np.concatenate([c[m][n] for c in chunks]) for n in names} for m in range(len(views))]
     raw = combine(outs, temps, thresholds, c0.heatmap)
     temperature = fit_temperature(raw["logits"], y)
-    log(f"ensemble of {len(paths)}: temperature {temperature:.3f} fitted on {len(y)} validation scans")
+    what = (f"{len(paths)} member{'s' * (len(paths) > 1)}"
+            + (f",{' each' * (len(paths) > 1)} on the scan and its mirror" if mirror else ""))
+    log(f"ensemble of {what}: temperature {temperature:.3f} fitted on {len(y)} validation scans")
     checks = check_set(val[:32])
     ref = combine(member_outputs(checks), temps, thresholds, c0.heatmap, temperature)
     head = head_graph(outs, names, temps, thresholds, c0.heatmap, temperature, c0.opset or 18)
     metrics = classification_metrics(raw["logits"], y, temperature)
     card = replace(
-        c0, model_name=f"ensemble of {len(paths)} {c0.model_name}s", temperature=temperature,
-        heatmap_method=f"{c0.heatmap_method}, over the heads of all {len(paths)} members" if c0.heatmap.startswith("cls")
-        else f"the mean of the members' maps ({c0.heatmap_method})",
+        c0, model_name=f"ensemble of {what} ({c0.model_name})", temperature=temperature,
+        heatmap_method=(f"{c0.heatmap_method}, over the heads of all {len(views)} views" if c0.heatmap.startswith("cls")
+                        else f"the mean of the views' maps ({c0.heatmap_method})")
+        + (", the mirror's flipped back" if mirror else ""),
         validation_metrics={k: metrics[k] for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece")}
         | {"ece_uncalibrated": classification_metrics(raw["logits"], y)["ece"]},
         checkpoint_sha256="+".join(c.checkpoint_sha256 for c in cards),
@@ -240,7 +315,7 @@ def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
         shipped_from=None, ood=None)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        model = compose([onnx.load(str(p)) for p in paths], head)
+        model = compose([onnx.load(str(p)) for p in paths], head, mirror, names, grid)
         for k, v in metadata_props(card).items():
             model.metadata_props.add(key=k, value=v)
         onnx.save(model, str(tmp))
@@ -259,7 +334,8 @@ def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
     card = replace(card, ood=ood, self_check={"max_abs_diff": diffs, "images": int(len(checks)),
                                               "reference": "brisc.export.ensemble.combine of the members' outputs",
                                               "members": [{"file": p.name, "sha256": c.model_sha256}
-                                                          for p, c in zip(paths, cards)]})
+                                                          for p, c in zip(paths, cards)],
+                                              "mirror": mirror})
     write_sidecar(out, card)
     log(f"{out} ({out.stat().st_size / 1e6:.1f} MB): validation accuracy {metrics['accuracy']:.4f}, macro-F1 "
         f"{metrics['macro_f1']:.4f}, ECE {metrics['ece']:.4f}; max abs diff {max(diffs.values()):.1e}")
@@ -271,12 +347,14 @@ def build(paths: list[Path], out: Path, *, data: Path, log=print) -> Path:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The graph to write.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The BRISC folder the members were trained on [default: $BRISC_DATA or ../shared/data/brisc2025].")
-def main(members, out: Path, data: Path | None) -> None:
+@click.option("--mirror", is_flag=True, help="Also run every member on the scan's left-right mirror (flip averaging "
+              "inside the graph, twice the cost).")
+def main(members, out: Path, data: Path | None, mirror: bool) -> None:
     from brisc.data import default_data_root
     from brisc.errors import one_line_errors
 
     with one_line_errors("brisc.export.ensemble"):
-        build(list(members), out, data=data or default_data_root(), log=click.echo)
+        build(list(members), out, data=data or default_data_root(), mirror=mirror, log=click.echo)
 
 
 if __name__ == "__main__":
