@@ -28,6 +28,16 @@ def pair(tiny_export, synth_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def shallow(synth_root, tmp_path_factory):
+    """A one-layer tiny ViT on the same split: its attention cannot stand beside the two-layer one's."""
+    run, out = tmp_path_factory.mktemp("runs") / "shallow", tmp_path_factory.mktemp("export") / "shallow"
+    run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit", "--preset", "tiny", "--set", "vit.depth=1",
+            "--out", run, "--wandb", "disabled")
+    run_cli("brisc.export.cli", "--run", run, "--models", "vit", "--out", out)
+    return out / "vit.onnx"
+
+
+@pytest.fixture(scope="module")
 def scans(real_images):
     return check_set(np.stack([load(p) for p in real_images[:5]]))  # real scans, a black and a noise frame
 
@@ -105,8 +115,8 @@ def test_brisc_infer_runs_the_ensemble_and_writes_its_maps(pair, real_images, tm
         Image.open(p).verify()
 
 
-@pytest.mark.parametrize("case", ["one member", "out exists", "other split", "sae", "wrong data"])
-def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, tmp_path, case):
+@pytest.mark.parametrize("case", ["one member", "out exists", "other split", "sae", "wrong data", "other depth"])
+def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, tmp_path, case, request):
     vit, out = tiny_export / "vit.onnx", tmp_path / "ens.onnx"
     other = tmp_path / "other.onnx"
     for suffix in ("", ".json"):
@@ -116,7 +126,9 @@ def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, t
     (tmp_path / "other.onnx.json").write_text(json.dumps(meta))
     args, data = {"one member": ([vit], synth_root), "out exists": ([vit, vit], synth_root),
                   "other split": ([vit, other], synth_root), "sae": ([vit, tiny_export / "sae.onnx"], synth_root),
-                  "wrong data": ([vit, vit], tmp_path)}[case]
+                  "wrong data": ([vit, vit], tmp_path), "other depth": ([vit], synth_root)}[case]
+    if case == "other depth":
+        args = [vit, request.getfixturevalue("shallow")]  # trained only for this case
     if case == "out exists":
         out.write_bytes(b"a user's file")
     r = run_cli("brisc.export.ensemble", *args, "--out", out, "--data", data, check=False)
@@ -126,7 +138,8 @@ def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, t
         assert out.read_bytes() == b"a user's file"
     else:
         assert not out.exists()
-    assert {"other split": "other.onnx", "sae": "sae.onnx", "out exists": "ens.onnx"}.get(case, "") in r.stderr
+    assert {"other split": "other.onnx", "sae": "sae.onnx", "out exists": "ens.onnx",
+            "other depth": "depth 1 over 196 patches"}.get(case, "") in r.stderr
 
 
 

@@ -285,7 +285,13 @@ def build(paths: list[Path], out: Path, *, data: Path, mirror: bool = False, log
     views = paths * (2 if mirror else 1)
     temps, thresholds = temps * (2 if mirror else 1), thresholds * (2 if mirror else 1)
     runners = {p: ort_runner(p) for p in paths}
-    grid = runners[paths[0]](val[:1])["heatmap"].shape[-1]  # the patch grid, g x g
+    probe = {p: runners[p](val[:1])["attentions"].shape for p in paths}  # [1, L, H, g*g]
+    for p in paths[1:]:
+        (_, depth, _, patches), (_, depth0, _, patches0) = probe[p], probe[paths[0]]
+        if (depth, patches) != (depth0, patches0):
+            raise EnsembleError(f"{p}: depth {depth} over {patches} patches differs from {paths[0].name}'s (depth "
+                                f"{depth0} over {patches0}); members' attentions must stand side by side")
+    grid = int(round(probe[paths[0]][-1] ** 0.5))  # the patch grid, g x g
 
     def member_outputs(x):
         xm = np.ascontiguousarray(x[..., ::-1])
