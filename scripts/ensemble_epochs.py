@@ -1,14 +1,15 @@
 """Exported graphs plus another run's model, epoch by epoch: the ensemble's validation figures, with the last
 member's epoch chosen honestly.
 
-    python scripts/ensemble_epochs.py --run artifacts/runs/oe-seed1 [--model default.onnx [--model B.onnx ...]]
+    python scripts/ensemble_epochs.py --run artifacts/runs/oe-seed1 [--model default.onnx [--model B.onnx ...]] [--mirror]
 
 The first members are exported graphs (default the shipped one) at their calibrated logits; the last is every epoch
 of ``--run``'s ViT from its ``val_logits.npy`` (the trainer's validation logits, bf16 where it trained in bf16), over
 the run's temperature. Their mean, as ``brisc.export.ensemble`` forms it, is scored at every epoch, and the last
 member's epoch is chosen on one half of validation (whole look-alike groups) and scored on the other
 (``brisc.selection.cross_selection``). The graphs' own epochs were chosen on all of validation: the figure still
-flatters by that much.
+flatters by that much. ``--mirror`` scores ``brisc.export.ensemble --mirror``: every member also on the scans' mirrors
+(the run's from its ``val_logits_mirror.npy``; a graph that mirrors itself already, as it is).
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ from brisc.selection import cross_selection, validation_halves
 from brisc import CLASSES
 
 
+def graph_logits(sess, paths: list[str], flip: bool) -> np.ndarray:
+    """A graph's calibrated logits [N, C] on the validation scans (``flip``: on their mirrors)."""
+    out = []
+    for i in range(0, len(paths), 64):
+        x = np.stack([load(p) for p in paths[i:i + 64]])
+        out.append(sess.run(np.ascontiguousarray(x[..., ::-1]) if flip else x, ["logits"])["logits"])
+    return np.concatenate(out) / sess.card.temperature
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="the last member's brisc-train run (its ViT)")
     ap.add_argument("--model", action="append", help="a first member, an exported graph (default: the shipped one; "
                     "repeat for more)")
+    ap.add_argument("--mirror", action="store_true", help="every member on the scan and its mirror, averaged")
     a = ap.parse_args()
     rf = RunFolder(a.run)
     paths = rf.val_paths()
@@ -42,10 +53,11 @@ def main() -> None:
         if sess.card.training_data.get("val_images") != len(paths):
             raise SystemExit(f"{a.run}: its validation split has {len(paths)} scans, {sess.name}'s "
                              f"{sess.card.training_data.get('val_images')}: not the same split")
-        firsts.append(np.concatenate([sess.run(np.stack([load(p) for p in paths[i:i + 64]]), ["logits"])["logits"]
-                                      for i in range(0, len(paths), 64)]) / sess.card.temperature)
+        flips = (False, True) if a.mirror and not (sess.card.self_check or {}).get("mirror") else (False,)
+        firsts.append(np.mean([graph_logits(sess, paths, f) for f in flips], 0))
     first = np.mean(firsts, 0)
-    epochs = np.load(rf.val_logits("vit")) / json.loads(rf.config_path("vit").read_text())["temperature"]
+    views = [np.load(rf.val_logits("vit", mirror=m)) for m in ((False, True) if a.mirror else (False,))]
+    epochs = np.mean(views, 0) / json.loads(rf.config_path("vit").read_text())["temperature"]  # [E, N, C]
     ens = (len(firsts) * first[None] + epochs) / (len(firsts) + 1)  # [E, N, C]: every member weighs the same
     half = validation_halves(paths, y)
     if half is None:

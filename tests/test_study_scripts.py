@@ -86,3 +86,20 @@ def test_ensemble_epochs_scores_every_epoch_and_the_held_apart_choice(tiny_run, 
         assert float(by_epoch.split()[r["best_epoch"] - 1]) == pytest.approx(r["best_accuracy"], abs=5e-4)
         assert (r["accuracy"] is not None) == halved == (len(r["epochs_chosen"]) == 2)
     assert out["ensemble"]["last_accuracy"] == pytest.approx(float(by_epoch.split()[-1]), abs=5e-4)
+
+
+def test_ensemble_epochs_with_the_mirror_averages_every_member_over_the_scan_and_its_mirror(tiny_run, tiny_export,
+                                                                                            synth_root, tmp_path):
+    from brisc.data import label_from_path
+    from brisc.export.ensemble import build
+    from brisc.runfolder import RunFolder
+    from brisc import CLASSES
+
+    mirrored = build([tiny_export / "vit.onnx"], tmp_path / "mirror.onnx", data=synth_root, mirror=True, log=print)
+    plain, inside = (json.loads(_study("ensemble_epochs.py", "--run", tiny_run, "--model", g, "--mirror").splitlines()[-1])
+                     for g in (tiny_export / "vit.onnx", mirrored))
+    assert plain["first"] == inside["first"]  # the graph's views averaged here, or inside the graph: one answer
+    rf = RunFolder(tiny_run)
+    y = np.array([CLASSES.index(label_from_path(p)) for p in rf.val_paths()])
+    last = np.load(rf.val_logits("vit"))[-1] + np.load(rf.val_logits("vit", mirror=True))[-1]
+    assert plain["second"]["last_accuracy"] == pytest.approx(float((last.argmax(1) == y).mean()))

@@ -96,12 +96,31 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resume_data, tmp_path
     assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
     assert all(("val_acc_raw" in h) == bool(recipe) for h in ma["history"])  # the average is scored, raw beside it
     # Every epoch's validation logits survive the kill, so the epoch choice can be scored on held-apart halves.
-    la, lb = (np.load(d / "vit" / "val_logits.npy") for d in (tmp_path / "full", killed))
-    n_val = len(json.loads((killed / "split.json").read_text())["val"])
-    assert la.shape == (3, n_val, 4) and np.array_equal(la, lb)
+    for name in ("val_logits.npy", "val_logits_mirror.npy"):
+        la, lb = (np.load(d / "vit" / name) for d in (tmp_path / "full", killed))
+        n_val = len(json.loads((killed / "split.json").read_text())["val"])
+        assert la.shape == (3, n_val, 4) and np.array_equal(la, lb)
+    assert ma["val"]["held_apart_mirror"]["halves"] == ma["val"]["held_apart"]["halves"]
     chosen = ma["val"]["held_apart"]
     assert set(chosen["epochs_chosen"].values()) <= {1, 2, 3} and sum(chosen["halves"]) == n_val
     assert chosen["best_epoch"] == ma["best_epoch"]
+
+
+def test_the_kept_validation_logits_are_the_models_on_the_scans_and_on_their_mirrors(tiny_run):
+    from brisc.imageio import load
+    from brisc.runfolder import RunFolder
+    from brisc.train.checkpoint import load_model
+
+    rf = RunFolder(tiny_run)
+    best = rf.metrics("vit")["best_epoch"] - 1  # model.safetensors holds that epoch's weights
+    x = torch.from_numpy(np.stack([load(p) for p in rf.val_paths()]))
+    with torch.no_grad():
+        model = load_model(tiny_run, "vit")
+        scan, mirror = model(x).logits.numpy(), model(x.flip(-1)).logits.numpy()
+    atol = 2e-5  # fp32 (the tiny preset), other batch sizes
+    assert np.abs(scan - mirror).max() > 50 * atol  # the scans are not symmetric: the checks below tell them apart
+    np.testing.assert_allclose(np.load(rf.val_logits("vit"))[best], scan, atol=atol)
+    np.testing.assert_allclose(np.load(rf.val_logits("vit", mirror=True))[best], mirror, atol=atol)
 
 
 def test_sigterm_stops_training_in_one_line_and_leaves_no_temporary_file(resume_data, tmp_path):

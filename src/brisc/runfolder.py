@@ -8,6 +8,7 @@
     <run>/<kind>/state.pt          optimizer, scheduler, history and recipe after the last epoch
     <run>/<kind>/val_logits.npy    [epochs, validation scans, classes] float32: every epoch's validation logits, in
                                    split.json's val order (brisc.selection scores the choice of epoch honestly)
+    <run>/<kind>/val_logits_mirror.npy  the same of the scans' left-right mirrors (flip averaging, scored alike)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from brisc.kinds import MODEL_KINDS
 
 SPLIT, CONFIG, METRICS = "split.json", "config.json", "metrics.json"
 WEIGHTS, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
-VAL_LOGITS = "val_logits.npy"
+VAL_LOGITS, VAL_LOGITS_MIRROR = "val_logits.npy", "val_logits_mirror.npy"
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class RunFolder:
     def state(self, kind: str) -> Path:
         return self.root / kind / STATE
 
-    def val_logits(self, kind: str) -> Path:
-        return self.root / kind / VAL_LOGITS
+    def val_logits(self, kind: str, mirror: bool = False) -> Path:
+        return self.root / kind / (VAL_LOGITS_MIRROR if mirror else VAL_LOGITS)
 
     def config(self, kind: str) -> dict:
         return json.loads(self.config_path(kind).read_text())

@@ -34,7 +34,7 @@ from brisc.data import Splits
 from brisc.fsio import write_npy_atomic
 from brisc.imageio import DEFAULT as PREP
 from brisc.metrics import classification_metrics, cross_fitted_ece, ece_floors, fit_temperature, softmax
-from brisc.runfolder import CONFIG, LAST, METRICS, STATE, VAL_LOGITS, WEIGHTS
+from brisc.runfolder import CONFIG, LAST, METRICS, STATE, VAL_LOGITS, VAL_LOGITS_MIRROR, WEIGHTS
 from brisc.selection import cross_selection, validation_halves
 from brisc.train import checkpoint as ckpt
 from brisc.train.batches import TensorBatches
@@ -179,9 +179,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, cfg: TrainConfig, en
 
 
 @torch.no_grad()
-def evaluate(model, ds, *, cfg: TrainConfig, env: DistEnv) -> tuple[np.ndarray, np.ndarray, float]:
-    """-> (logits [N, C], labels [N], img/s). Under DDP each rank takes every world_size-th item
-    (no padding, so no duplicates) and the pieces are gathered back in order."""
+def evaluate(model, ds, *, cfg: TrainConfig, env: DistEnv, mirror: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """-> (logits [N, C], labels [N], img/s); ``mirror``: of the scans' left-right mirrors. Under DDP each rank takes
+    every world_size-th item (no padding, so no duplicates) and the pieces are gathered back in order."""
     model = unwrap(model)
     model.eval()
     idx = list(range(env.rank, len(ds), env.world_size))
@@ -190,7 +190,8 @@ def evaluate(model, ds, *, cfg: TrainConfig, env: DistEnv) -> tuple[np.ndarray, 
     t0 = time.perf_counter()
     for x, y in loader:
         with autocast_ctx(env.device, cfg.bf16):
-            outs.append(model(x.to(env.device)).logits.float().cpu())
+            x = x.to(env.device)
+            outs.append(model(x.flip(-1) if mirror else x).logits.float().cpu())
         labels.append(y)
     img_s = len(idx) / max(time.perf_counter() - t0, 1e-9)
     logits = torch.cat(outs).numpy() if outs else np.zeros((0, len(CLASSES)), np.float32)
@@ -289,6 +290,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     state_path, last_path, best_path = out_dir / STATE, out_dir / LAST, out_dir / WEIGHTS
     start_epoch, history, pretrain_history, best = 0, [], [], {"epoch": 0, "macro_f1": -1.0}
     epoch_logits: list[torch.Tensor] = []  # every epoch's validation logits (brisc.selection)
+    mirror_logits: list[torch.Tensor] = []  # and of the mirrored scans: flip averaging's choice scored honestly
     recipe = _recipe(config)
     state = ckpt.load_state(state_path) if resume and state_path.exists() else None
     if state is not None and "recipe" in state:  # older states carry no recipe: nothing to compare
@@ -299,7 +301,9 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         ckpt.load_weights(last_path, model)
         start_epoch, history, pretrain_history, best = state["epoch"], state["history"], state["pretrain"], state["best"]
         # A state from before the logits were kept: its epochs' logits are unknown (NaN), never chosen.
-        epoch_logits = list(state.get("val_logits", [torch.full((len(splits.val), len(CLASSES)), math.nan)] * start_epoch))
+        unknown = [torch.full((len(splits.val), len(CLASSES)), math.nan)] * start_epoch
+        epoch_logits = list(state.get("val_logits", unknown))
+        mirror_logits = list(state.get("val_logits_mirror", unknown))
         log(f"[{kind}] resuming after epoch {start_epoch}")
     elif cfg.pretrain_epochs and hasattr(model, "pretrain_loss"):
         pretrain_history = pretrain_sae(model, train_ds, cfg=cfg, env=env, seed=seed, tracker=tracker, log=log)
@@ -322,6 +326,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
         tr = train_one_epoch(ddp_model, feed(epoch), optimizer, scheduler, cfg=cfg, env=env, teacher=teacher, ema=ema,
                              desc=f"[{kind}] epoch {epoch + 1}/{cfg.epochs}")
         logits, y, _ = evaluate(scored, val_ds, cfg=cfg, env=env)
+        mirrored, _, _ = evaluate(scored, val_ds, cfg=cfg, env=env, mirror=True)
         m = classification_metrics(logits, y)
         rec = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_acc": m["accuracy"],
                "val_macro_f1": m["macro_f1"], "val_nll": m["nll"], "lr": optimizer.param_groups[0]["lr"],
@@ -331,8 +336,10 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             rec["val_acc_raw"] = classification_metrics(raw_logits, y)["accuracy"]
         history.append(rec)
         epoch_logits.append(torch.from_numpy(np.asarray(logits, np.float32)))
+        mirror_logits.append(torch.from_numpy(np.asarray(mirrored, np.float32)))
         if env.is_main:
             write_npy_atomic(out_dir / VAL_LOGITS, torch.stack(epoch_logits).numpy())
+            write_npy_atomic(out_dir / VAL_LOGITS_MIRROR, torch.stack(mirror_logits).numpy())
             if m["macro_f1"] > best["macro_f1"]:
                 best = {"epoch": epoch + 1, "macro_f1": m["macro_f1"]}
                 ckpt.save_weights(best_path, scored, {"epoch": epoch + 1, "val_macro_f1": m["macro_f1"]})
@@ -340,7 +347,8 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
             ckpt.save_state(state_path, {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "history": history,
                                          "pretrain": pretrain_history, "best": best, "recipe": recipe,
-                                         "val_logits": epoch_logits} | ({"ema": ema.state_dict()} if ema is not None else {}))
+                                         "val_logits": epoch_logits, "val_logits_mirror": mirror_logits}
+                                        | ({"ema": ema.state_dict()} if ema is not None else {}))
             tracker.log({f"train/{k}": v for k, v in rec.items() if k != "epoch"} | {"epoch": epoch + 1})
             log(f"[{kind}] epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.3f}  "
                 f"val acc {m['accuracy']:.3f}  " + (f"(raw {rec['val_acc_raw']:.3f})  " if ema is not None else "")
@@ -353,7 +361,7 @@ def fit(model, kind: str, splits: Splits, out_dir: Path, *, cfg: TrainConfig, en
     # Final evaluation of the best checkpoint (all ranks load the same file).
     ckpt.load_weights(best_path, model)
     metrics = final_evaluation(model, splits, val_ds, cfg=cfg, env=env, history=history, pretrain=pretrain_history,
-                               best=best, tracker=tracker, epoch_logits=epoch_logits)
+                               best=best, tracker=tracker, epoch_logits=epoch_logits, mirror_logits=mirror_logits)
     if env.is_main:
         ckpt.write_json(out_dir / CONFIG, {**config, "temperature": metrics["temperature"]})
         ckpt.write_json(out_dir / METRICS, metrics)
@@ -369,7 +377,8 @@ def held_apart(splits: Splits, epoch_logits: list[torch.Tensor]) -> dict | None:
 
 
 def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainConfig, env: DistEnv, history: list,
-                     pretrain: list, best: dict, tracker: Tracker, epoch_logits: list | None = None) -> dict:
+                     pretrain: list, best: dict, tracker: Tracker, epoch_logits: list | None = None,
+                     mirror_logits: list | None = None) -> dict:
     logits, y, img_s = evaluate(model, val_ds, cfg=cfg, env=env)
     temperature = fit_temperature(logits, y)
     raw = classification_metrics(logits, y)
@@ -385,7 +394,10 @@ def final_evaluation(model, splits: Splits, val_ds: ScanDataset, *, cfg: TrainCo
         "val": {**cal, "ece_uncalibrated": raw["ece"], "nll_uncalibrated": raw["nll"],
                 "ece_cross_fitted": cross_fitted_ece(logits, y),  # temperature fitted on the other half
                 **ece_floors(softmax(logits, temperature), y),
-                "held_apart": held_apart(splits, epoch_logits or [])},
+                "held_apart": held_apart(splits, epoch_logits or []),
+                # the mean of the scan's and its mirror's logits: brisc.export.ensemble --mirror of one graph
+                "held_apart_mirror": held_apart(splits, [(a + b) / 2 for a, b in zip(epoch_logits or [],
+                                                                                       mirror_logits or [])])},
         "history": history,
         "pretrain": pretrain,
     }
