@@ -41,6 +41,11 @@ def test_tiny_end_to_end_run_of_all_three_models(tiny_run):
     half = val["ece_floor_half"]  # null here when validation holds one image a class: no halves to cross-fit
     assert 0 < val["ece_floor"] < 1 and (half is None) == (val["ece_cross_fitted"] is None) and "floor (all / half)" in md
     assert "held apart: acc / F1" in md and (val["held_apart"] is None) == (half is None)  # no halves: n/a, not a figure
+    assert "held apart with the mirror" in md and (val["held_apart_mirror"] is None) == (half is None)
+    lines = md.splitlines()
+    top = lines.index(next(line for line in lines if line.startswith("| model | params")))
+    table = lines[top:lines.index("", top)]  # header, divider, one row a model
+    assert len(table) == 5 and len({line.count("|") for line in table}) == 1  # every row fills every column
     for png in ("curves.png", "confusion.png", "attention_vit.png", "attention_hf_vit.png", "attention_sae.png"):
         assert (tiny_run / png).stat().st_size > 1000
     runs = sorted((tiny_run / "wandb").glob("offline-run-*"))

@@ -29,6 +29,7 @@ def _row(kind: str, m: dict) -> dict:
         "val_ece_cross_fitted": v.get("ece_cross_fitted"),  # runs before it was measured: n/a
         "val_ece_floor": v.get("ece_floor"), "val_ece_floor_half": v.get("ece_floor_half"),
         "val_held_apart": v.get("held_apart"),  # brisc.selection: the epoch chosen on one half, scored on the other
+        "val_held_apart_mirror": v.get("held_apart_mirror"),  # the same of the scan's and its mirror's mean logits
         "val_per_class": v["per_class"], "val_confusion": v["confusion"],
         "explanations": m.get("explanations", {}),
     }
@@ -58,21 +59,23 @@ def markdown(comp: dict) -> str:
              "fitted on one half of validation, the ECE measured on the other (both ways, averaged). Floor: the ECE a "
              "perfectly calibrated model with the same confidences scores on all of validation / on a half (ECE is "
              "biased upward on small sets). Held apart: the best epoch chosen on one half of validation (whole groups of "
-             "look-alike slices) and scored on the other, both ways, pooled: the figure a choice on validation earns."]
+             "look-alike slices) and scored on the other, both ways, pooled: the figure a choice on validation earns; "
+             "with the mirror: the same for the mean of the scan's and its left-right mirror's logits."]
     if run.get("hf_model_source"):
         lines.append(f"The HF ViT started from `{Path(str(run.get('hf_model'))).name}`: {run['hf_model_source']}.")
     lines += ["",
              "| model | params | train time | train img/s | infer img/s | val acc | val macro-F1 | held apart: acc / F1 "
-             "| val AUC | ECE | ECE (T) "
+             "| held apart with the mirror | val AUC | ECE | ECE (T) "
              "| ECE (T, cross-fitted) | floor (all / half) | T |"
              + (" test acc | test macro-F1 |" if any("test_accuracy" in r for r in comp["models"]) else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
              + ("---:|---:|" if any("test_accuracy" in r for r in comp["models"]) else "")]
     for r in comp["models"]:
-        ha = r.get("val_held_apart")
+        ha, hm = r.get("val_held_apart"), r.get("val_held_apart_mirror")
         line = (f"| {r['name']} | {r['parameters'] / 1e6:.2f} M | {r['train_seconds']:.0f} s | {_f(r['train_img_s'], '{:.0f}')} "
                 f"| {_f(r['infer_img_s'], '{:.0f}')} | {_f(r['val_accuracy'])} | {_f(r['val_macro_f1'])} "
                 f"| {_f(ha and ha['accuracy'])} / {_f(ha and ha['macro_f1'])} "
+                f"| {_f(hm and hm['accuracy'])} / {_f(hm and hm['macro_f1'])} "
                 f"| {_f(r['val_macro_auc'])} | {_f(r['val_ece_uncalibrated'])} | {_f(r['val_ece'])} "
                 f"| {_f(r['val_ece_cross_fitted'])} | {_f(r['val_ece_floor'])} / {_f(r['val_ece_floor_half'])} "
                 f"| {r['temperature']:.2f} |")
