@@ -9,7 +9,7 @@ R=${RUNS:-/tmp/gpu-runs}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$R" "$OUT"
 if [ "${DRY:-0}" = 1 ]; then
-  D=$R/synth; [ -d "$D" ] || python3 -m brisc.synth "$D" --per-class 12 > /dev/null
+  D=$R/synth; [ -d "$D" ] || python3 -m brisc.synth_cli "$D" --per-class 12 > /dev/null
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"

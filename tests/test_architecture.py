@@ -7,7 +7,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "brisc"
 
 # Layer of each top-level part of the package; a module may import its own layer and the ones below.
 LAYERS = {"core": 0, "train": 1, "inference": 1, "export": 2, "apps": 4}
-APPS = {"demo", "data_cli", "cli"}  # command shells over the layers below (cli: the `brisc` group)
+APPS = {"demo", "data_cli", "synth_cli", "cli"}  # command shells over the layers below (cli: the `brisc` group)
 FORBIDDEN = {"inference": {"torch", "torchvision", "transformers", "brisc.train", "brisc.export"},  # torch-free
              "core": {"torch", "torchvision", "transformers"}}
 EXTRAS = {"ray", "nibabel", "pydicom"}  # optional extras: imported only inside the functions that need them
@@ -129,3 +129,12 @@ def test_the_row_builder_and_the_columns_are_one_contract():
     columns = [k for k in row if k != "probabilities"]
     at = columns.index("probability") + 1
     assert columns[:at] + [f"p_{c}" for c in CLASSES] + columns[at:] == ROW_FIELDS
+
+
+def test_the_shared_options_are_spelled_only_in_brisc_options():
+    """--split, --val-fraction, --device, --wandb and --bf16 mean the same in every command that has them, so only
+    brisc/options.py spells them (other commands' --seed or --resume mean other things and are their own)."""
+    shared = ('"--split"', '"--val-fraction"', '"--device"', '"--wandb"', '"--bf16/--no-bf16"')
+    wrong = [f"{name} spells {o}" for name, path in modules() if name != "brisc.options"
+             for o in shared if f"click.option({o}" in path.read_text()]
+    assert not wrong, "\n".join(wrong)

@@ -58,7 +58,7 @@ def test_masks_on_disk_are_joined_and_binarise(synth_root):
 
 
 def test_cli(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "brisc.synth", str(tmp_path / "s"), "--per-class", "2", "--seed", "1"],
+    r = subprocess.run([sys.executable, "-m", "brisc.synth_cli", str(tmp_path / "s"), "--per-class", "2", "--seed", "1"],
                        capture_output=True, text=True, check=True)
     assert "wrote 12 images and 9 masks" in r.stdout
 
@@ -67,9 +67,25 @@ def test_refuses_a_folder_of_real_scans_and_rewrites_its_own(tmp_path):
     real = tmp_path / "scans"
     real.mkdir()
     (real / "patient_001.jpg").write_bytes(b"a real scan")
-    r = run_cli("brisc.synth", real, "--per-class", "1", check=False)
+    r = run_cli("brisc.synth_cli", real, "--per-class", "1", check=False)
     assert r.returncode == 2 and "did not write" in r.stderr
     assert sorted(p.name for p in real.iterdir()) == ["patient_001.jpg"]
     own = tmp_path / "synth"
     generate(own, per_class=1, seed=0)
     generate(own, per_class=1, seed=1)  # its own folder may be written again
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--per-class", "0"], "--per-class must be >= 1"),
+    (["--size", "16"], "--size >= 32"),
+    (["--under-a-file"], "cannot write"),
+])
+def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, args, says):
+    out = tmp_path / "s"
+    if args == ["--under-a-file"]:
+        (tmp_path / "f").write_text("a file, not a folder")
+        out, args = tmp_path / "f" / "s", []
+    r = run_cli("brisc.synth_cli", out, *args, check=False)
+    assert r.returncode == 2 and r.stderr.startswith("brisc-synth: error: ") and says in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not out.exists()

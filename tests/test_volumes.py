@@ -244,7 +244,7 @@ def test_planes_mixed_series_a_missing_extra_and_brisc_synth_volumes(tiny_export
     assert "brisc-mri[volumes]" in dict(OutFolder(tmp_path / "nonib").table("errors.csv"))["v.nii.gz"]
     # brisc-synth --volumes writes NIfTI files and DICOM series that brisc-infer reads
     synth = tmp_path / "synth"
-    r = run_cli("brisc.synth", synth, "--per-class", "1", "--size", "64", "--volumes", "2")
+    r = run_cli("brisc.synth_cli", synth, "--per-class", "1", "--size", "64", "--volumes", "2")
     assert "wrote 2 volumes" in r.stdout
     assert sorted(p.name for p in (synth / "volumes").glob("*.nii.gz")) == ["glioma_000.nii.gz", "meningioma_001.nii.gz"]
     assert len(list((synth / "volumes" / "series" / "glioma_000").glob("*.dcm"))) == DEPTH

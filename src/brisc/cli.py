@@ -15,7 +15,7 @@ COMMANDS = {
     "export": ("brisc.export.cli", "self-checking ONNX graphs with attention and ood_score"),
     "infer": ("brisc.inference.cli", "classify folders of scans, write heatmaps and a gallery (torch-free)"),
     "data": ("brisc.data_cli", "what a BRISC folder holds and the validation split it carves"),
-    "synth": ("brisc.synth", "write a synthetic BRISC of procedural phantoms"),
+    "synth": ("brisc.synth_cli", "write a synthetic BRISC of procedural phantoms"),
 }
 
 

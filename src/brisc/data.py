@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from brisc import CLASSES
+from brisc.kinds import SPLIT_METHODS
 from brisc.fsio import walk_files
 from brisc.imageio import IMAGE_SUFFIXES, MAX_PIXELS
 
@@ -200,7 +201,6 @@ def discover(root: str | os.PathLike) -> Discovery:
     return disc
 
 
-SPLIT_METHODS = ("group", "random")  # group: whole groups of look-alike slices (brisc.grouping); random: per image
 
 
 @dataclass

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from brisc.data import SPLIT_METHODS, default_data_root, discover, make_splits, report
+from brisc.data import default_data_root, discover, make_splits, report
 from brisc.grouping import THRESHOLD
+from brisc.options import split_options
 
 
 def _print_text(r: dict) -> None:
@@ -43,11 +44,8 @@ def _print_text(r: dict) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("root", required=False, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--val-fraction", default=0.1, show_default=True, help="Share of train carved out for validation.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the stratified validation split.")
-@click.option("--split", "method", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
-              help="group: whole groups of look-alike slices (one patient's neighbours) go to one side; random: per image.")
-def main(root: str | None, as_json: bool, val_fraction: float, seed: int, method: str) -> None:
+@split_options
+def main(root: str | None, as_json: bool, seed: int, val_fraction: float, split: str) -> None:
     """Report what a BRISC 2025 folder holds (default: $BRISC_DATA or ../shared/data/brisc2025).
 
     \b
@@ -57,7 +55,7 @@ def main(root: str | None, as_json: bool, val_fraction: float, seed: int, method
 
     with one_line_errors("brisc-data"):
         disc = discover(root or default_data_root())
-        r = report(disc, make_splits(disc, val_fraction=val_fraction, seed=seed, method=method))
+        r = report(disc, make_splits(disc, val_fraction=val_fraction, seed=seed, method=split))
     if as_json:
         click.echo(json.dumps(r, indent=2))
     else:

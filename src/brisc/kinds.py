@@ -1,5 +1,5 @@
-"""The one list of model kinds and of explanation methods (torch-free): train, export, inference and the
-reports read them from here.
+"""The one list of model kinds, of explanation methods and of validation split methods (torch-free, no imports):
+train, export, inference, the reports and the command-line options read them from here.
 
 A kind's builder (torch) lives in ``brisc.train.models``, keyed by the same names; its presets beside its
 model (``VIT_PRESETS``, ``SAE_PRESETS``) and its training presets in ``brisc.train.config.TRAIN_PRESETS``.
@@ -8,6 +8,10 @@ model (``VIT_PRESETS``, ``SAE_PRESETS``) and its training presets in ``brisc.tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# How validation is carved from train (brisc.data.make_splits): group: whole groups of look-alike slices
+# (brisc.grouping); random: per image.
+SPLIT_METHODS = ("group", "random")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from brisc.data import SPLIT_METHODS
+from brisc.kinds import SPLIT_METHODS
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -32,7 +32,7 @@ data_input = _stack(
 
 split_options = _stack(
     click.option("--seed", type=int, default=0, show_default=True,
-                 help="Seed of the split, the init and every epoch (brisc-train and brisc-pretrain must agree)."),
+                 help="Seed of the validation split (brisc-train and brisc-pretrain: also of the init and every epoch; they must agree)."),
     click.option("--val-fraction", type=float, default=0.1, show_default=True,
                  help="Share of train carved out for validation."),
     click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,
@@ -49,6 +49,8 @@ recipe_overrides = _stack(
 resume_option = click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 wandb_option = click.option("--wandb", "wandb_mode", type=click.Choice(WANDB_MODES), default="offline",
                             show_default=True, help="Weights & Biases mode (offline needs no login or network).")
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                             help="auto: CUDA where it is available, else the CPU.")
 bf16_option = click.option("--bf16/--no-bf16", default=None,
                            help="bf16 autocast [default: on CUDA, and on CPUs with AVX-512 BF16/AMX where the preset asks; "
                                 "elsewhere fp32, since emulated bf16 is several times slower].")

@@ -14,13 +14,11 @@ Torch-free.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import click
 import numpy as np
 from PIL import Image
 
@@ -208,48 +206,3 @@ def generate(out: str | Path, *, per_class: int = 20, test_per_class: int | None
         "Synthetic BRISC 2025 (brisc-synth): procedural phantoms, not patient data.\n\n"
         f"```\n{json.dumps(summary, indent=2)}\n```\n")
     return summary
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--per-class", default=20, show_default=True, help="Train images per class.")
-@click.option("--test-per-class", type=int, default=None, help="Test images per class [default: per-class // 5].")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--size", default=256, show_default=True, help="Image side in pixels.")
-@click.option("--volumes", default=0, show_default=True,
-              help="Also this many volumes under OUT/volumes: NIfTI files and DICOM series (brisc-mri[volumes]).")
-def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size: int, volumes: int) -> None:
-    """Write a synthetic BRISC 2025 dataset (release layout, with masks) to OUT, a new or empty folder (or an earlier
-    synthetic one): its phantoms carry real-looking BRISC names, so it never writes beside real scans.
-
-    \b
-    brisc-synth artifacts/synth --per-class 20 --seed 0
-    brisc-train artifacts/synth --preset tiny        # then train on it"""
-    if per_class < 1 or size < 32:
-        click.echo("brisc-synth: error: --per-class must be >= 1 and --size >= 32", err=True)
-        sys.exit(2)
-    try:
-        s = generate(out, per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
-        if volumes:
-            from brisc.synth_volumes import generate_volumes
-
-            try:
-                made = generate_volumes(out, volumes, seed=seed)
-            except ImportError as e:
-                raise SynthError(f"--volumes needs nibabel and pydicom ({e.name} is missing): "
-                                 "pip install 'brisc-mri[volumes]'") from None
-            click.echo(f"wrote {len(made)} volumes (NIfTI and DICOM series) to {out / 'volumes'}")
-    except SynthError as e:
-        click.echo(f"brisc-synth: error: {e}", err=True)
-        sys.exit(2)
-    except OSError as e:
-        click.echo(f"brisc-synth: error: cannot write {out}: {e.strerror or e}", err=True)
-        sys.exit(2)
-    click.echo(f"wrote {s['images']} images and {s['masks']} masks to {s['out']} "
-               f"in {s['seconds']:.1f} s ({s['images_per_second']:.0f} img/s)")
-    for split, c in s["counts"].items():
-        click.echo(f"  {split}: " + "  ".join(f"{k} {v}" for k, v in c.items()))
-
-
-if __name__ == "__main__":
-    main()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from brisc.kinds import INFER_EXPLAIN_CHOICES
+from brisc.options import device_option
 
 CMAPS = ("viridis", "inferno", "magma")  # heatmap.COLORMAPS, spelled here so that --help needs no numpy (tested)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
@@ -68,7 +69,7 @@ overwrite_option = click.option("--overwrite", is_flag=True,
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--resume", is_flag=True, help="Skip scans already in --out/predictions.jsonl.")
 @overwrite_option

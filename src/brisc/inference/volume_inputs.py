@@ -12,19 +12,17 @@ from brisc.volumes import FOREGROUND_MIN, VolumeError, VolumeSource, series_head
 
 def add_volume(col, src: VolumeSource, rel: str, volume: str, item_type) -> None:
     """The slices of one volume into ``col`` (items, skipped background slices), or its one error row."""
-    from brisc.inference.inputs import item_key
-
     try:
         vol = src.load()
     except VolumeError as e:
         col.errors.append((rel, str(e)))
         return
     for k, f in enumerate(vol.foreground(src.plane)):
+        it = item_type(src.files[0], rel, k, source=src, volume=volume)
         if f < FOREGROUND_MIN:
-            col.skipped.append((item_key(rel, k), f"mostly background ({f:.0%} of the slice above a tenth of the "
-                                                  "volume's window)"))
+            col.skipped.append((it.key, f"mostly background ({f:.0%} of the slice above a tenth of the volume's window)"))
         else:
-            col.items.append(item_type(src.files[0], rel, k, source=src, volume=volume))
+            col.items.append(it)
 
 
 def _single_frame_dicom(it) -> bool:

@@ -20,7 +20,8 @@ from brisc.errors import one_line_errors
 from brisc.data import DataError, discover, make_splits
 from brisc.fsio import interrupted, raise_on_sigterm
 from brisc.kinds import MODEL_KINDS, PRESET_NAMES
-from brisc.options import bf16_option, data_folder, data_input, recipe_overrides, resume_option, split_options, wandb_option
+from brisc.options import (bf16_option, data_folder, data_input, device_option, recipe_overrides, resume_option,
+                           split_options, wandb_option)
 from brisc.runfolder import RunFolder
 
 
@@ -52,7 +53,7 @@ class RunOptions:
     wandb: str = "offline"
     hf_model: str | None = None  # None: the hub's ImageNet-21k ViT when reachable, else MAE pretraining in-domain
     val_fraction: float = 0.1
-    split: str = "group"  # brisc.data.SPLIT_METHODS: group keeps look-alike slices of one patient on one side
+    split: str = "group"  # brisc.kinds.SPLIT_METHODS: group keeps look-alike slices of one patient on one side
     workers: int | None = None
     bf16: bool | None = None
     overrides: tuple[str, ...] = ()  # "vit.depth=8", "vit.augment.rotation=5": see brisc.train.overrides
@@ -375,7 +376,7 @@ def run_training(opts: RunOptions, log=print) -> dict:
               help="Model sizes and recipes: tiny (tests), cpu (2 cores: the ViT ~55-80 min, the HF ViT ~75 after "
                    "~30 min of MAE pretraining, the SAE ~12), gpu (ViT-S) [default: gpu on CUDA, else cpu].")
 @recipe_overrides
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @split_options
 @resume_option
 @wandb_option
