@@ -75,17 +75,20 @@ def test_refuses_a_folder_of_real_scans_and_rewrites_its_own(tmp_path):
     generate(own, per_class=1, seed=1)  # its own folder may be written again
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--per-class", "0"], "--per-class must be >= 1"),
-    (["--size", "16"], "--size >= 32"),
-    (["--under-a-file"], "cannot write"),
+@pytest.mark.parametrize("case, args, says", [
+    ("no images", ["--per-class", "0"], "--per-class must be >= 1"),
+    ("too small", ["--size", "16"], "--size >= 32"),
+    ("under a file", [], "cannot write"),
+    ("no nibabel", ["--volumes", "1"], "--volumes needs nibabel and pydicom (nibabel is missing)"),
 ])
-def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, args, says):
+def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, case, args, says):
     out = tmp_path / "s"
-    if args == ["--under-a-file"]:
+    if case == "under a file":
         (tmp_path / "f").write_text("a file, not a folder")
-        out, args = tmp_path / "f" / "s", []
-    r = run_cli("brisc.synth_cli", out, *args, check=False)
+        out = tmp_path / "f" / "s"
+    hide = "sys.modules['nibabel'] = None\n" if case == "no nibabel" else ""
+    code = f"import sys\n{hide}from brisc.synth_cli import main\nmain(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, str(out), *args], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("brisc-synth: error: ") and says in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert not out.exists()

@@ -15,16 +15,19 @@ def write(out: Path, *, per_class: int, test_per_class: int | None, seed: int, s
     (bad sizes, a folder that is not brisc-synth's, a missing extra, a failed write) a SynthError."""
     if per_class < 1 or size < 32:
         raise SynthError("--per-class must be >= 1 and --size >= 32")
+    if volumes:
+        try:  # before anything is written
+            import nibabel  # noqa: F401
+            import pydicom  # noqa: F401
+        except ImportError as e:
+            raise SynthError(f"--volumes needs nibabel and pydicom ({e.name} is missing): "
+                             "pip install 'brisc-mri[volumes]'") from None
     try:
         s = generate(out, per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
         if volumes:
-            try:
-                from brisc.synth_volumes import generate_volumes
+            from brisc.synth_volumes import generate_volumes
 
-                s["volumes"] = len(generate_volumes(out, volumes, seed=seed))
-            except ImportError as e:
-                raise SynthError(f"--volumes needs nibabel and pydicom ({e.name} is missing): "
-                                 "pip install 'brisc-mri[volumes]'") from None
+            s["volumes"] = len(generate_volumes(out, volumes, seed=seed))
     except OSError as e:
         raise SynthError(f"cannot write {out}: {e.strerror or e}") from None
     return s
@@ -47,12 +50,13 @@ def main(out: Path, per_class: int, test_per_class: int | None, seed: int, size:
     brisc-train artifacts/synth --preset tiny        # then train on it"""
     with one_line_errors("brisc-synth"):
         s = write(out, per_class=per_class, test_per_class=test_per_class, seed=seed, size=size, volumes=volumes)
-    if volumes:
-        click.echo(f"wrote {s['volumes']} volumes (NIfTI and DICOM series) to {out / 'volumes'}")
     click.echo(f"wrote {s['images']} images and {s['masks']} masks to {s['out']} "
                f"in {s['seconds']:.1f} s ({s['images_per_second']:.0f} img/s)")
     for split, c in s["counts"].items():
         click.echo(f"  {split}: " + "  ".join(f"{k} {v}" for k, v in c.items()))
+    if volumes:
+        n = s["volumes"]
+        click.echo(f"wrote {n} volume{'s' * (n != 1)} (NIfTI files and DICOM series) to {out / 'volumes'}")
 
 
 if __name__ == "__main__":
