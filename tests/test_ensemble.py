@@ -29,12 +29,12 @@ def pair(tiny_export, synth_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shallow(synth_root, tmp_path_factory):
-    """A one-layer tiny ViT on the same split: its attention cannot stand beside the two-layer one's."""
+    """A one-layer tiny ViT on the same split (the tiny preset has two): its run folder and its graph."""
     run, out = tmp_path_factory.mktemp("runs") / "shallow", tmp_path_factory.mktemp("export") / "shallow"
     run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit", "--preset", "tiny", "--set", "vit.depth=1",
             "--out", run, "--wandb", "disabled")
     run_cli("brisc.export.cli", "--run", run, "--models", "vit", "--out", out)
-    return out / "vit.onnx"
+    return run, out / "vit.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,33 @@ def test_ensemble_graph_equals_the_combination_of_its_members(tiny_export, pair,
     np.testing.assert_array_equal(got["attentions"][:, :, heads:], outs[1]["attentions"])
     assert got["heatmap"].min() >= 0 and got["heatmap"].max() <= 1
     assert card.self_check["max_abs_diff"]["logits"] < 1e-4
+
+
+@pytest.mark.parametrize("heatmap", ["rollout", "cls"])
+def test_members_of_different_depth_stand_side_by_side_on_their_last_layers(tiny_run, tiny_export, shallow,
+                                                                             synth_root, tmp_path, scans, heatmap):
+    from brisc.export.run import ExportOptions, export_run
+    from brisc.maps import cls_map
+
+    members = [tiny_export / "vit.onnx", shallow[1]]  # two layers and one
+    if heatmap != "rollout":
+        members = [export_run(ExportOptions(run=r, out=tmp_path / f"cls{i}", models=("vit",), heatmap=heatmap),
+                              log=quiet)[0] for i, r in enumerate((tiny_run, shallow[0]))]
+    out = build(members, tmp_path / "deep+shallow.onnx", data=synth_root, log=quiet)
+    card, got = read_sidecar(out), ort_runner(out)(scans)
+    m = [ort_runner(p)(scans) for p in members]
+    assert [o["attentions"].shape[1] for o in m] == [2, 1] and got["attentions"].shape[1] == 1
+    heads = m[0]["attentions"].shape[2]
+    np.testing.assert_array_equal(got["attentions"][:, 0, :heads], m[0]["attentions"][:, -1])  # the last layer's
+    np.testing.assert_array_equal(got["attentions"][:, 0, heads:], m[1]["attentions"][:, 0])
+    if heatmap == "rollout":  # the mean of the members' own maps, each over all its layers
+        assert card.heatmap == "rollout"
+        want = (m[0]["heatmap"] + m[1]["heatmap"]) / 2
+    else:  # the last layer of each, over all the heads
+        assert card.heatmap == "cls:layer=1" and "last 1 layers" in card.heatmap_method
+        want = cls_map(got["attentions"])
+    np.testing.assert_allclose(got["heatmap"], want, atol=1e-5)
+    np.testing.assert_allclose(got["rollout"], (m[0]["rollout"] + m[1]["rollout"]) / 2, atol=1e-5)
 
 
 @pytest.mark.parametrize("heatmap", ["rollout", "cls"])
@@ -115,20 +142,21 @@ def test_brisc_infer_runs_the_ensemble_and_writes_its_maps(pair, real_images, tm
         Image.open(p).verify()
 
 
-@pytest.mark.parametrize("case", ["one member", "out exists", "other split", "sae", "wrong data", "other depth"])
-def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, tmp_path, case, request):
+@pytest.mark.parametrize("case", ["one member", "out exists", "other split", "sae", "wrong data", "other map"])
+def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, tmp_path, case):
     vit, out = tiny_export / "vit.onnx", tmp_path / "ens.onnx"
     other = tmp_path / "other.onnx"
     for suffix in ("", ".json"):
         shutil.copy(f"{vit}{suffix}", f"{other}{suffix}")
     meta = json.loads((tmp_path / "other.onnx.json").read_text())
-    meta["training_data"]["split_seed"] = 7  # the card says another split; the graph's bytes are intact
+    if case == "other map":
+        meta["heatmap"] = "cls"  # its card recommends the [CLS] map, the tiny ViT's the rollout
+    else:
+        meta["training_data"]["split_seed"] = 7  # the card says another split; the graph's bytes are intact
     (tmp_path / "other.onnx.json").write_text(json.dumps(meta))
     args, data = {"one member": ([vit], synth_root), "out exists": ([vit, vit], synth_root),
                   "other split": ([vit, other], synth_root), "sae": ([vit, tiny_export / "sae.onnx"], synth_root),
-                  "wrong data": ([vit, vit], tmp_path), "other depth": ([vit], synth_root)}[case]
-    if case == "other depth":
-        args = [vit, request.getfixturevalue("shallow")]  # trained only for this case
+                  "wrong data": ([vit, vit], tmp_path), "other map": ([vit, other], synth_root)}[case]
     if case == "out exists":
         out.write_bytes(b"a user's file")
     r = run_cli("brisc.export.ensemble", *args, "--out", out, "--data", data, check=False)
@@ -139,7 +167,7 @@ def test_bad_ensemble_exit_2_one_line_nothing_written(tiny_export, synth_root, t
     else:
         assert not out.exists()
     assert {"other split": "other.onnx", "sae": "sae.onnx", "out exists": "ens.onnx",
-            "other depth": "depth 1 over 196 patches"}.get(case, "") in r.stderr
+            "other map": "its map (cls of 2 layers) is not vit.onnx's (rollout of 2)"}.get(case, "") in r.stderr
 
 
 

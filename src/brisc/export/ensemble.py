@@ -11,12 +11,13 @@ member run once on a batch twice as large (its weights are in the file once).
 - logits: the mean of the members' calibrated logits (logits_i / T_i); probabilities: softmax(logits / T), with T
   fitted anew on validation;
 - attentions: the members' [CLS] rows side by side, [B, L, sum of H, 196]: the ensemble's heads are its members';
-- heatmap: the members' map (``cls:layer=K``) over all those heads, or, for a rollout map, the mean of the members'
-  maps; rollout: the mean of the members' rollouts (not rescaled: where the members disagree, the peak stays below 1,
+  members of different depth stand side by side on their last L layers, L the shallowest member's depth;
+- heatmap: the members' map (``cls:layer=K``, the same layer counted from the end in every member) over all those
+  heads, or, for a rollout map, the mean of the members' maps; rollout: the mean of the members' rollouts (not rescaled: where the members disagree, the peak stays below 1,
   and a nearly flat map stays flat);
 - ood_score: the mean of the members' scores, each divided by its own threshold (1 is a member's 5% point), with a
   threshold set anew on validation.
-The members must share the classes, preprocessing, outputs, map and training split (their cards say). The written
+The members must share the classes, preprocessing, outputs, map, patch grid and training split (their cards say). The written
 graph is checked against ``combine`` of the members' own outputs on validation scans and two outliers, and its card
 gets its validation metrics, temperature and OOD threshold from the graph's own outputs.
 """
@@ -35,7 +36,7 @@ from brisc.maps import cls_map
 from brisc.sidecar import ModelCard, read_sidecar, write_sidecar
 
 PER_MEMBER = ("logits", "heatmap", "attentions", "rollout", "ood_score")  # what the head reads of each member
-SAME = ("model_kind", "classes", "preprocessing", "outputs", "heatmap")  # what the members must share
+SAME = ("model_kind", "classes", "preprocessing", "outputs")  # what the members must share (and the map: ensemble_map)
 SPLIT = ("layout", "split_seed", "val_fraction", "split_method", "train_images", "val_images", "data")
 
 
@@ -69,7 +70,8 @@ def combine(outs: list[dict[str, np.ndarray]], temperatures, thresholds, heatmap
 
     spec = HeatmapSpec.parse(heatmap)
     logits = np.mean([o["logits"].astype(np.float64) / t for o, t in zip(outs, temperatures)], 0)
-    att = np.concatenate([o["attentions"] for o in outs], 2)  # [B, L, sum H, patches]
+    depth = min(o["attentions"].shape[1] for o in outs)
+    att = np.concatenate([o["attentions"][:, -depth:] for o in outs], 2)  # [B, L, sum H, patches]
 
     def mean_map(name):
         return np.mean([o[name].astype(np.float64) for o in outs], 0)
@@ -81,6 +83,29 @@ def combine(outs: list[dict[str, np.ndarray]], temperatures, thresholds, heatmap
     if "ood_score" in outs[0]:
         res["ood_score"] = np.mean([o["ood_score"].astype(np.float64) / t for o, t in zip(outs, thresholds)], 0)
     return {k: v.astype(np.float32) for k, v in res.items()}
+
+
+def ensemble_map(paths: list[Path], cards: list[ModelCard], depths: list[int]) -> str:
+    """The ensemble's ``heatmap`` over its attentions (the members' last min(depths) layers): the members' own when
+    their depths agree; a [CLS] map must name the same layer counted from the end in every member."""
+    from brisc.export.wrapper import HeatmapSpec
+
+    specs = [HeatmapSpec.parse(c.heatmap) for c in cards]
+    if len(set(depths)) == 1 and len({c.heatmap for c in cards}) == 1:
+        return cards[0].heatmap
+    from_end = [d - 1 - (s.layer % d) for s, d in zip(specs, depths)]  # 0: the last layer
+    alike = [replace(s, layer=f) for s, f in zip(specs, from_end)]
+    for p, c, a, d in zip(paths[1:], cards[1:], alike[1:], depths[1:]):
+        if a != alike[0]:
+            raise EnsembleError(f"{p}: its map ({c.heatmap} of {d} layers) is not {paths[0].name}'s ({cards[0].heatmap} "
+                                f"of {depths[0]}); members must share the map, counted from the last layer")
+    s0 = specs[0]
+    if s0.method != "cls":
+        return cards[0].heatmap
+    if from_end[0] >= min(depths):
+        raise EnsembleError(f"{paths[0]}: its map ({cards[0].heatmap}) is not among the last {min(depths)} layers, "
+                            "which the members share")
+    return f"cls:layer={min(depths) - from_end[0]}" + (":max" if s0.head_fusion == "max" else "")
 
 
 def _check_members(paths: list[Path], mirror: bool = False) -> list[ModelCard]:
@@ -139,6 +164,7 @@ def build(paths: list[Path], out: Path, *, data: Path, mirror: bool = False, log
     from brisc.export.ood import calibrate, cached_evaluation_set
     from brisc.export.run import check_set
     from brisc.export.selfcheck import TOLERANCE, ExportCheckError, compare, ort_runner
+    from brisc.export.wrapper import HeatmapSpec
     from brisc.fsio import atomic_path
     from brisc.metrics import classification_metrics, fit_temperature
 
@@ -158,11 +184,12 @@ def build(paths: list[Path], out: Path, *, data: Path, mirror: bool = False, log
     runners = {p: ort_runner(p) for p in paths}
     probe = {p: runners[p](val[:1])["attentions"].shape for p in paths}  # [1, L, H, g*g]
     for p in paths[1:]:
-        (_, depth, _, patches), (_, depth0, _, patches0) = probe[p], probe[paths[0]]
-        if (depth, patches) != (depth0, patches0):
-            raise EnsembleError(f"{p}: depth {depth} over {patches} patches differs from {paths[0].name}'s (depth "
-                                f"{depth0} over {patches0}); members' attentions must stand side by side")
+        if probe[p][-1] != probe[paths[0]][-1]:
+            raise EnsembleError(f"{p}: {probe[p][-1]} patches differ from {paths[0].name}'s {probe[paths[0]][-1]}; "
+                                "members' attentions must stand side by side")
     grid = int(round(probe[paths[0]][-1] ** 0.5))  # the patch grid, g x g
+    depths = [probe[p][1] for p in paths]
+    heatmap = ensemble_map(paths, cards, depths)
 
     def member_outputs(x):
         xm = np.ascontiguousarray(x[..., ::-1])
@@ -171,19 +198,20 @@ def build(paths: list[Path], out: Path, *, data: Path, mirror: bool = False, log
 
     chunks = [member_outputs(val[i:i + 64]) for i in range(0, len(val), 64)]
     outs = [{n: np.concatenate([c[m][n] for c in chunks]) for n in names} for m in range(len(views))]
-    raw = combine(outs, temps, thresholds, c0.heatmap)
+    raw = combine(outs, temps, thresholds, heatmap)
     temperature = fit_temperature(raw["logits"], y)
     what = (f"{len(paths)} member{'s' * (len(paths) > 1)}"
             + (f",{' each' * (len(paths) > 1)} on the scan and its mirror" if mirror else ""))
     log(f"ensemble of {what}: temperature {temperature:.3f} fitted on {len(y)} validation scans")
     checks = check_set(val[:32])
-    ref = combine(member_outputs(checks), temps, thresholds, c0.heatmap, temperature)
-    head = head_graph(outs, names, temps, thresholds, c0.heatmap, temperature, c0.opset or 18)
+    ref = combine(member_outputs(checks), temps, thresholds, heatmap, temperature)
+    head = head_graph(outs, names, temps, thresholds, heatmap, temperature, c0.opset or 18)
     metrics = classification_metrics(raw["logits"], y, temperature)
     card = replace(
-        c0, model_name=f"ensemble of {what} ({c0.model_name})", temperature=temperature,
-        heatmap_method=(f"{c0.heatmap_method}, over the heads of all {len(views)} views" if c0.heatmap.startswith("cls")
-                        else f"the mean of the views' maps ({c0.heatmap_method})")
+        c0, model_name=f"ensemble of {what} ({c0.model_name})", temperature=temperature, heatmap=heatmap,
+        heatmap_method=(f"{HeatmapSpec.parse(heatmap).describe()}, over the heads of all {len(views)} views"
+                        if heatmap.startswith("cls") else f"the mean of the views' maps ({c0.heatmap_method})")
+        + (f", each member's last {min(depths)} layers" if len(set(depths)) > 1 else "")
         + (", the mirror's flipped back" if mirror else ""),
         validation_metrics={k: metrics[k] for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece")}
         | {"ece_uncalibrated": classification_metrics(raw["logits"], y)["ece"]},

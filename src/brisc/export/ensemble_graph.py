@@ -34,7 +34,8 @@ def _head_module(temperatures, thresholds, heatmap: str, temperature: float, has
             g = m[0][1].shape[-1]
             logits = torch.stack([o[0].double() * self.inv_t[i] for i, o in enumerate(m)]).mean(0)
             probs = torch.softmax(logits / temperature, -1)
-            att = torch.cat([o[2] for o in m], 2)  # [B, L, sum H, patches]
+            depth = min(o[2].shape[1] for o in m)  # members of different depth: their last layers side by side
+            att = torch.cat([o[2][:, -depth:] for o in m], 2)  # [B, L, sum H, patches]
             if spec.method == "cls":
                 rows = att[:, spec.layer].double()
                 heat = _scale(rows.mean(1) if spec.head_fusion == "mean" else rows.amax(1), g, torch.float32)
