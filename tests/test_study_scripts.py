@@ -112,3 +112,44 @@ def test_ensemble_epochs_with_the_mirror_averages_every_member_over_the_scan_and
         out = json.loads(_study("ensemble_epochs.py", "--run", run, "--model", tiny_export / "vit.onnx",
                                 *flag).splitlines()[-1])
         assert out["second"]["last_accuracy"] == accuracy
+
+
+def test_a_gpu_run_comes_back_as_a_local_run_of_the_same_split(tiny_run, tmp_path):
+    """scripts/gpu_weights.py: the weights in fp16 pieces and back; the validation rows of a run trained on a copy
+    whose scans lie elsewhere and in another order, put in the local run's order; the result exports."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    from conftest import run_cli
+
+    spec = importlib.util.spec_from_file_location("gpu_weights", ROOT / "scripts" / "gpu_weights.py")
+    gw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gw)
+    there = tmp_path / "there" / "vits-s0"  # the run as the GPU machine trained it: another root, reversed order
+    shutil.copytree(tiny_run, there)
+    split = json.loads((tiny_run / "split.json").read_text())
+    split["val"] = [f"/gpu/.gpu/data/classification_task/val/{Path(p).parent.name}/{Path(p).name}" for p in split["val"]][::-1]
+    (there / "split.json").write_text(json.dumps(split))
+    for name in ("val_logits.npy", "val_logits_mirror.npy"):
+        np.save(there / "vit" / name, np.load(tiny_run / "vit" / name)[:, ::-1])
+    gw.PIECE = 4096  # several pieces
+    pieces = gw.pack(there, tmp_path / "files")
+    assert len(pieces) > 2 and all(p.stat().st_size <= 4096 for p in pieces)
+    out = gw.unpack(there, str(tmp_path / "files" / "vits-s0.fp16"), tiny_run, tmp_path / "runs" / "vits-h200")
+    assert (out / "split.json").read_text() == (tiny_run / "split.json").read_text()
+    for name in ("val_logits.npy", "val_logits_mirror.npy"):
+        np.testing.assert_array_equal(np.load(out / "vit" / name), np.load(tiny_run / "vit" / name))
+    got, want = load_file(str(out / "vit" / "model.safetensors")), load_file(str(tiny_run / "vit" / "model.safetensors"))
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-3, atol=1e-4, err_msg=k)  # fp16 on the way
+    assert json.loads((out / "vit" / "config.json").read_text())["data"] == \
+        json.loads((tiny_run / "vit" / "config.json").read_text())["data"]
+    run_cli("brisc.export.cli", "--run", out, "--models", "vit", "--out", tmp_path / "export")
+    assert read_sidecar(tmp_path / "export" / "vit.onnx").training_data["val_images"] == len(split["val"])
+    split["val"] = split["val"][1:]  # a copy that lacks one of the scans
+    (there / "split.json").write_text(json.dumps(split))
+    with pytest.raises(SystemExit, match="validation scans are not"):
+        gw.unpack(there, str(tmp_path / "files" / "vits-s0.fp16"), tiny_run, tmp_path / "runs" / "other")
+    assert not (tmp_path / "runs" / "other").exists()
