@@ -2,7 +2,7 @@
 # One GPU session for issue 30's first lever: the `gpu` preset's ViT-S for its full 100 epochs, alone on the GPU, on
 # the 224-px copy with the CPU runs' validation split; its run (without weights) and its weights in fp16 pieces back.
 #
-#   python3 ../shared/tools/gpu-pack.py .gpu/data                            # here: a 224-px copy, ~32 MiB
+#   echo /.gpu/ >> .git/info/exclude; python3 ../shared/tools/gpu-pack.py .gpu/data   # here: 224 px, ~32 MiB
 #   python scripts/carry_split.py --run artifacts/runs/oe-seed2 .gpu/data    # ... with the CPU runs' split
 #   bash scripts/gpu_vits.sh                                                  # there (device run, carry .gpu, timeout 600)
 #   tar xzf FILES/results.tgz -C /tmp/vits && python scripts/gpu_weights.py unpack --run /tmp/vits/vits-s0 \
