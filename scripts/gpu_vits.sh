@@ -4,7 +4,7 @@
 #
 #   echo /.gpu/ >> .git/info/exclude; python3 ../shared/tools/gpu-pack.py .gpu/data   # here: 224 px, ~32 MiB
 #   python scripts/carry_split.py --run artifacts/runs/oe-seed2 .gpu/data    # ... with the CPU runs' split
-#   bash scripts/gpu_vits.sh                                                  # there (device run, carry .gpu, timeout 600)
+#   bash scripts/gpu_vits.sh                                    # there: the device's run, carry .gpu, timeout 600
 #   tar xzf FILES/results.tgz -C /tmp/vits && python scripts/gpu_weights.py unpack --run /tmp/vits/vits-s0 \
 #       --weights FILES/vits-s0.fp16 --like artifacts/runs/oe-seed2 --out artifacts/runs/vits-h200    # here
 #

@@ -129,7 +129,8 @@ def test_a_gpu_run_comes_back_as_a_local_run_of_the_same_split(tiny_run, tmp_pat
     there = tmp_path / "there" / "vits-s0"  # the run as the GPU machine trained it: another root, reversed order
     shutil.copytree(tiny_run, there)
     split = json.loads((tiny_run / "split.json").read_text())
-    split["val"] = [f"/gpu/.gpu/data/classification_task/val/{Path(p).parent.name}/{Path(p).name}" for p in split["val"]][::-1]
+    copy = "/gpu/.gpu/data/classification_task/val"
+    split["val"] = [f"{copy}/{Path(p).parent.name}/{Path(p).name}" for p in split["val"]][::-1]
     (there / "split.json").write_text(json.dumps(split))
     for name in ("val_logits.npy", "val_logits_mirror.npy"):
         np.save(there / "vit" / name, np.load(tiny_run / "vit" / name)[:, ::-1])
@@ -140,7 +141,7 @@ def test_a_gpu_run_comes_back_as_a_local_run_of_the_same_split(tiny_run, tmp_pat
     assert (out / "split.json").read_text() == (tiny_run / "split.json").read_text()
     for name in ("val_logits.npy", "val_logits_mirror.npy"):
         np.testing.assert_array_equal(np.load(out / "vit" / name), np.load(tiny_run / "vit" / name))
-    got, want = load_file(str(out / "vit" / "model.safetensors")), load_file(str(tiny_run / "vit" / "model.safetensors"))
+    got, want = (load_file(str(r / "vit" / "model.safetensors")) for r in (out, tiny_run))
     assert got.keys() == want.keys()
     for k in want:
         np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-3, atol=1e-4, err_msg=k)  # fp16 on the way

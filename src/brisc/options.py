@@ -32,7 +32,8 @@ data_input = _stack(
 
 split_options = _stack(
     click.option("--seed", type=int, default=0, show_default=True,
-                 help="Seed of the validation split (brisc-train and brisc-pretrain: also of the init and every epoch; they must agree)."),
+                 help="Seed of the validation split (brisc-train and brisc-pretrain: also of the init and every "
+                      "epoch; they must agree)."),
     click.option("--val-fraction", type=float, default=0.1, show_default=True,
                  help="Share of train carved out for validation."),
     click.option("--split", type=click.Choice(SPLIT_METHODS), default="group", show_default=True,

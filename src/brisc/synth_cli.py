@@ -1,4 +1,4 @@
-"""`brisc-synth OUT`: write a synthetic BRISC 2025 (``brisc.synth``), optionally with volumes (``brisc.synth_volumes``)."""
+"""`brisc-synth OUT`: write a synthetic BRISC 2025 (``brisc.synth``), with volumes if asked (``synth_volumes``)."""
 
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ member run once on a batch twice as large (its weights are in the file once).
 - attentions: the members' [CLS] rows side by side, [B, L, sum of H, 196]: the ensemble's heads are its members';
   members of different depth stand side by side on their last L layers, L the shallowest member's depth;
 - heatmap: the members' map (``cls:layer=K``, the same layer counted from the end in every member) over all those
-  heads, or, for a rollout map, the mean of the members' maps; rollout: the mean of the members' rollouts (not rescaled: where the members disagree, the peak stays below 1,
-  and a nearly flat map stays flat);
+  heads, or, for a rollout map, the mean of the members' maps; rollout: the mean of the members' rollouts (not
+  rescaled: where the members disagree, the peak stays below 1, and a nearly flat map stays flat);
 - ood_score: the mean of the members' scores, each divided by its own threshold (1 is a member's 5% point), with a
   threshold set anew on validation.
-The members must share the classes, preprocessing, outputs, map, patch grid and training split (their cards say). The written
-graph is checked against ``combine`` of the members' own outputs on validation scans and two outliers, and its card
+The members must share the classes, preprocessing, outputs, map, patch grid and training split (their cards say).
+The written graph is checked against ``combine`` of the members' own outputs on validation scans and two outliers, and its card
 gets its validation metrics, temperature and OOD threshold from the graph's own outputs.
 """
 
@@ -97,8 +97,9 @@ def ensemble_map(paths: list[Path], cards: list[ModelCard], depths: list[int]) -
     alike = [replace(s, layer=f) for s, f in zip(specs, from_end)]
     for p, c, a, d in zip(paths[1:], cards[1:], alike[1:], depths[1:]):
         if a != alike[0]:
-            raise EnsembleError(f"{p}: its map ({c.heatmap} of {d} layers) is not {paths[0].name}'s ({cards[0].heatmap} "
-                                f"of {depths[0]}); members must share the map, counted from the last layer")
+            raise EnsembleError(f"{p}: its map ({c.heatmap} of {d} layers) is not {paths[0].name}'s "
+                                f"({cards[0].heatmap} of {depths[0]}); members must share the map, counted from the "
+                                "last layer")
     s0 = specs[0]
     if s0.method != "cls":
         return cards[0].heatmap

@@ -20,7 +20,8 @@ def add_volume(col, src: VolumeSource, rel: str, volume: str, item_type) -> None
     for k, f in enumerate(vol.foreground(src.plane)):
         it = item_type(src.files[0], rel, k, source=src, volume=volume)
         if f < FOREGROUND_MIN:
-            col.skipped.append((it.key, f"mostly background ({f:.0%} of the slice above a tenth of the volume's window)"))
+            col.skipped.append((it.key, f"mostly background ({f:.0%} of the slice above a tenth of the volume's "
+                                        "window)"))
         else:
             col.items.append(it)
 
