@@ -96,3 +96,26 @@ def test_guided_upsampling_moves_a_coarse_map_onto_the_bright_lesion_it_covers()
     guided = guided_upsample(coarse, scan)
     assert guided.shape == scan.shape and guided.min() >= 0 and guided.max() == pytest.approx(1.0)
     assert pointing_game(guided, lesion)
+
+
+def test_stem_refinement_keeps_each_patch_its_share_and_lets_the_stem_place_it():
+    from brisc.maps import stem_refine
+
+    rng = np.random.default_rng(0)
+    m, a = rng.uniform(0, 1, (14, 14)), rng.gamma(1.0, 1.0, (28, 28))
+    fine = stem_refine(m, a, power=2.0)
+    assert fine.shape == (28, 28) and fine.max() == pytest.approx(1.0) and fine.min() >= 0
+    block = fine.reshape(14, 2, 14, 2).mean((1, 3)).astype(np.float64)
+    np.testing.assert_allclose(block / block.max(), m / m.max(), rtol=1e-5)  # every patch keeps the map's share
+    nearest = np.repeat(np.repeat(m, 2, 0), 2, 1) / m.max()
+    for flat in (stem_refine(m, a, power=0), stem_refine(m, np.ones((28, 28)))):
+        np.testing.assert_allclose(flat, nearest, rtol=1e-5)
+    # inside a patch, the cell with more activation gets more, the more so the higher the power
+    one = np.zeros((14, 14))
+    one[5, 5] = 1
+    act = np.ones((28, 28))
+    act[10, 10] = 3.0
+    shares = [stem_refine(one, act, power=p)[10:12, 10:12] for p in (1, 2)]
+    assert all(s[0, 0] == s.max() for s in shares) and shares[1][1, 1] < shares[0][1, 1]
+    with pytest.raises(ValueError, match="whole multiple"):
+        stem_refine(m, np.ones((30, 30)))

@@ -154,3 +154,21 @@ def test_a_gpu_run_comes_back_as_a_local_run_of_the_same_split(tiny_run, tmp_pat
     with pytest.raises(SystemExit, match="validation scans are not"):
         gw.unpack(there, str(tmp_path / "files" / "vits-s0.fp16"), tiny_run, tmp_path / "runs" / "other")
     assert not (tmp_path / "runs" / "other").exists()
+
+
+def test_stem_maps_chooses_on_training_masks_and_reports_every_class_on_validation(synth_root, tiny_run, val, tmp_path):
+    from conftest import run_cli
+
+    run = tmp_path / "conv"
+    run_cli("brisc.train.cli", "--data", synth_root, "--models", "vit", "--preset", "tiny", "--set", "vit.stem=conv",
+            "--out", run, "--wandb", "disabled")
+    text = _study("stem_maps.py", "--run", run, "--train", "12", "--slack", "1")  # slack 1: a setting is chosen
+    out = json.loads(text.splitlines()[-1])
+    masked = [s for s in val if s.mask]
+    assert tuple(out["chosen"]) in {(c, p) for c in (28, 56) for p in (1.0, 2.0, 4.0)}
+    assert out["validation"]["all"]["n"] == len(masked) == sum(r["n"] for c, r in out["validation"].items() if c != "all")
+    assert out["validation"]["all"]["pointing"][0] == pytest.approx(out["every_setting"]["bilinear"][0])
+    assert len(out["every_setting"]) == 7 and all(0 <= x <= 1 for r in out["every_setting"].values() for x in r)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "stem_maps.py"), "--run", str(tiny_run)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "no conv stem" in r.stderr

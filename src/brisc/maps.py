@@ -84,3 +84,18 @@ def guided_upsample(m: np.ndarray, guide: np.ndarray, *, radius: int = 8, power:
     g = g + 0.05  # black background: no division by zero, and no weight from nothing
     q = resize_map(m, g.shape).astype(np.float64) * (g / _box(g, radius)) ** power
     return (q / q.max() if q.max() > 0 else q).astype(np.float32)
+
+
+def stem_refine(m: np.ndarray, activation: np.ndarray, *, power: float = 2.0) -> np.ndarray:
+    """A [g, g] map on the finer [k*g, k*g] grid of the model's own conv-stem activation (mean over channels, >= 0):
+    each patch keeps the mean the map gave it, and within it the k x k cells share that in proportion to
+    activation ** ``power`` (0: the patch's value in every cell), scaled into [0, 1] by the peak. Unlike
+    ``guided_upsample`` the guide is the model's first features, not the scan's brightness."""
+    m, a = np.asarray(m, np.float64), np.asarray(activation, np.float64)
+    g, k = m.shape[-1], a.shape[-1] // m.shape[-1]
+    if a.shape[-1] != k * g or a.shape[-2] != k * m.shape[-2] or k < 1:
+        raise ValueError(f"activation {a.shape} is not a whole multiple of the map's {m.shape} grid")
+    w = (a + 1e-6) ** power  # a cell of no activation gets a share only where its whole patch has none
+    block = w.reshape(*w.shape[:-2], g, k, g, k).mean((-3, -1))  # [g, g]
+    q = np.repeat(np.repeat(m / block, k, -2), k, -1) * w
+    return (q / q.max() if q.max() > 0 else q).astype(np.float32)
