@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's HF ViT row on the GPU (docs/results.md, "The HF ViT with mask guidance"): the transformers ViT
+# Issue 12's HF ViT row on the GPU (docs/archive/results-2026-11.md, "The HF ViT with mask guidance"): the transformers ViT
 # fine-tuned from the CPU's 10-epoch MAE encoder (artifacts/runs/mae-cpu) with the home-made ViT's recipe: guidance of
 # the last layer's [CLS] attention toward the tumour mask, rotation 5, batch 64. Three learning-rate / schedule
 # variants side by side on the one GPU; logs and metrics packed into $OUT/results.tgz, the weights beside it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The second GPU call of the session in docs/results.md ("The GPU path"): a 60-epoch MAE (cpu-preset encoder, batch
+# The second GPU call of the session in docs/archive/results-2026-11.md ("The GPU path"): a 60-epoch MAE (cpu-preset encoder, batch
 # 256, alone on the GPU), then the transformers ViT fine-tuned from it for 20 epochs; results copied to $OUT/g2.
 # Run on the device machine from the repo root, carrying .gpu (see experiments/gpu_session.sh). The --set flags after
 # the loader pin the hf_vit preset of the time (unguided, batch 32, rotation 10).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session for issue 12's GPU path, as run through the `device` tool (docs/results.md, "The GPU path"):
+# One GPU session for issue 12's GPU path, as run through the `device` tool (docs/archive/results-2026-11.md, "The GPU path"):
 # the loader benchmark alone, then six trainings side by side on the one GPU, then the results packed into $OUT.
 #
 #   python3 ../shared/tools/gpu-pack.py .gpu/data                       # here: a 224-px copy, ~32 MiB

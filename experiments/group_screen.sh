@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's screen of the home-made ViT on the group-aware split (docs/results.md, "Screening on the group split"):
+# Issue 12's screen of the home-made ViT on the group-aware split (docs/archive/results-2026-11.md, "Screening on the group split"):
 # the cpu preset as it is (mask guidance toward the unblurred mask, 4 registers) against one change at a time, all on
 # the same short budget (6 epochs, 1 warmup; ~10 min each on 2 cores). A 6-epoch screen favours what fits fastest:
 # confirm a winner on the full schedule.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mask-guidance ablation for the home-made ViT on real BRISC (docs/results.md, "Maps that point at the tumour"):
+# Mask-guidance ablation for the home-made ViT on real BRISC (docs/archive/results-2026-11.md, "Maps that point at the tumour"):
 # the cpu recipe on a short budget (6 epochs, 1 warmup), switched on one at a time, then the table (experiments/guidance_table.py).
 # Usage: bash experiments/guidance_ablation.sh [OUT_ROOT]   (default artifacts/runs/ablation; a finished run is kept;
 #        NAMES="a0-base a2-guide" runs a subset). The runs use the random split of the reference run they compare with.

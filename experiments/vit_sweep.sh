@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Screening sweep for the home-made ViT on real BRISC (docs/results.md, "Tuning the ViT"): one change at a time
+# Screening sweep for the home-made ViT on real BRISC (docs/archive/results-2026-11.md, "Tuning the home-made ViT"): one change at a time
 # against the first cpu recipe, each on the same short budget (6 epochs, 1 warmup) so four fit in an hour on 2 cores.
 # Usage: bash experiments/vit_sweep.sh [OUT_ROOT]   (default artifacts/runs/sweep; a finished run is kept, not redone)
 set -euo pipefail

@@ -76,8 +76,8 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         "vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,
                            augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         # The transformers ViT from a brisc-pretrain encoder takes the home-made ViT's recipe: without guidance it
-        # stalled at 0.85 (docs/results.md, "The HF ViT with mask guidance"). Other checkpoints:
-        # HF_PRETRAINED_ELSEWHERE.
+        # stalled at 0.85 (docs/archive/results-2026-11.md, "The HF ViT with mask guidance"). Other
+        # checkpoints: HF_PRETRAINED_ELSEWHERE.
         "hf_vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,
                               augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         "sae": TrainConfig(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4, pretrain_epochs=10, bf16=False, **OE),
@@ -86,8 +86,8 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         # Whole batches augmented on the GPU (loader "tensor"): 0.85 of the bare training step on an H200, where the
         # PIL loader fed 0.46 (benchmarks/loader_speed.py). ViT-S with the cpu preset's guidance and light
         # augmentation: 0.990 on the group split at epoch 69 (this preset alone on an H200, 88 epochs in 270 s),
-        # where rotation 15 + zoom + shift without guidance was at 0.878 after 80 epochs (docs/results.md, "The GPU
-        # path").
+        # where rotation 15 + zoom + shift without guidance was at 0.878 after 80 epochs
+        # (docs/archive/results-2026-11.md, "The GPU path").
         "vit": TrainConfig(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, num_workers=8, loader="tensor",
                            augment=AugmentConfig(rotation=5.0), guide_weight=2.0, guide_blur=0.0, guide_floor=0.02, **OE),
         # From the cpu MAE encoder (192 x 6, 10 epochs) on an H200: 0.966 at lr 1e-3 (best epoch 46 of 60), 0.960 at
