@@ -1,8 +1,8 @@
 """Training batches augmented as whole tensors on the training device: the loader that keeps a GPU busy.
 
 The PIL path (``ScanDataset`` + ``DataLoader``) augments one image at a time on the CPU; on a GPU it starved the
-model (1467 img/s against 4026 for the training step alone: docs/results.md). Here the decoded images (and tumour
-masks) are stacked once as uint8 tensors on the device (~150 KB an image, ~50 KB a mask) and every batch is
+model (1467 img/s against 4026 for the training step alone: docs/archive/results-2026-11.md). Here the decoded images
+(and tumour masks) are stacked once as uint8 tensors on the device (~150 KB an image, ~50 KB a mask) and every batch is
 flipped, rotated/zoomed/shifted (one ``affine_grid`` + ``grid_sample`` for image and mask alike), jittered and
 normalised in a few batched operations. No worker processes, nothing re-forked per epoch.
 

@@ -59,7 +59,7 @@ class TrainConfig:
 LOADERS = ("pil", "tensor")
 # Every preset trains with outlier exposure, an eighth as many procedural outliers as scans in each batch (~12% more
 # work an epoch), so that a blank frame or a photograph gets no confident class. On the cpu preset (group split) an
-# eighth gave 0.988 where a quarter gave 0.976, with blank frames as uniform (docs/results.md).
+# eighth gave 0.988 where a quarter gave 0.976, with blank frames as uniform (docs/archive/results-2026-12.md).
 OE = {"outliers": 0.125}
 _TINY = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, bf16=False, num_workers=0, eval_batch_size=16, **OE)
 TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
@@ -69,8 +69,9 @@ TRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
         # workers: the model already keeps both cores busy, and re-forking a process that holds the image cache costs
         # more than augmenting in the main process (~1.5 ms an image against ~26 ms of training).
         # Light augmentation: the from-scratch ViT underfits this data (train accuracy below validation), and the
-        # sweep in docs/results.md found rotation 5 without zoom/shift better than rotation 15, zoom 0.9-1.1, shift 5%.
-        # Mask guidance of the last layer's [CLS] attention (docs/results.md): maps on the lesion, and +6 points.
+        # sweep in docs/archive/results-2026-11.md found rotation 5 without zoom/shift better than rotation 15, zoom
+        # 0.9-1.1, shift 5%. Mask guidance of the last layer's [CLS] attention (the same archive): maps on the lesion,
+        # and +6 points.
         # The unblurred target (floor 0.02) at weight 2 beat the blurred one at weight 1 in the 6-epoch ablation
         # (0.824 / pointing 0.789 / energy 0.312 against 0.792 / 0.728 / 0.126).
         "vit": TrainConfig(epochs=40, batch_size=64, lr=1e-3, warmup_epochs=3, num_workers=0,

@@ -39,8 +39,8 @@ class SAEConfig:
         return self.image_size // self.pool
 
 
-# standardize: +3.1 points on the group split (0.898 -> 0.930 at 60 epochs, docs/results.md); older runs' configs
-# say false and rebuild as they were trained. The tiny preset keeps the plain view: its near-chance saliency is what
+# standardize: +3.1 points on the group split (0.898 -> 0.930 at 60 epochs, docs/archive/results-2026-11.md); older
+# runs' configs say false and rebuild as they were trained. The tiny preset keeps the plain view: its near-chance saliency is what
 # the INT8 export test bounds, and the standardized view has its own parity test.
 SAE_PRESETS: dict[str, SAEConfig] = {
     "tiny": SAEConfig(hidden=(64, 16), dropout=0.0),
