@@ -119,3 +119,22 @@ def test_stem_refinement_keeps_each_patch_its_share_and_lets_the_stem_place_it()
     assert all(s[0, 0] == s.max() for s in shares) and shares[1][1, 1] < shares[0][1, 1]
     with pytest.raises(ValueError, match="whole multiple"):
         stem_refine(m, np.ones((30, 30)))
+
+
+def test_stitched_shifted_views_narrow_the_peak_to_the_cells_every_view_covers():
+    from brisc.maps import shift_scans, stitch_shifted
+
+    def patch_map(x):  # an ideal model: each patch's mean brightness
+        return x.reshape(14, 16, 14, 16).mean((1, 3))
+
+    scan = np.zeros((1, 1, 224, 224))
+    scan[..., 100, 100] = 1.0
+    shifts = [(0, 0), (0, 8), (8, 0), (8, 8)]
+    maps = np.stack([patch_map(shift_scans(scan, dy, dx, fill=0.0)[0, 0]) for dy, dx in shifts])
+    one, four = stitch_shifted(maps[:1], shifts[:1]), stitch_shifted(maps, shifts)
+    np.testing.assert_allclose(one, np.repeat(np.repeat(maps[0] / maps[0].max(), 16, 0), 16, 1))  # one view: its map
+    peak = np.argwhere(four == four.max())
+    assert one[100, 100] == four[100, 100] == 1.0 and (one == 1).sum() == 256 and len(peak) == 64  # 16x16 -> 8x8
+    assert peak.min(0).tolist() == [96, 96] and peak.max(0).tolist() == [103, 103]
+    moved = shift_scans(np.arange(16.0).reshape(1, 1, 4, 4), 1, 2)
+    assert moved[0, 0, 1:, 2:].tolist() == [[0, 1], [4, 5], [8, 9]] and (moved[0, 0, 0] == -1).all()

@@ -172,3 +172,14 @@ def test_stem_maps_chooses_on_training_masks_and_reports_every_class_on_validati
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "stem_maps.py"), "--run", str(tiny_run)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "no conv stem" in r.stderr
+
+
+def test_shift_maps_one_view_is_the_scan_as_flip_average_scores_it(tiny_export, synth_root, val):
+    graph = tiny_export / "vit.onnx"
+    out = json.loads(_study("shift_maps.py", "--model", graph, "--data", synth_root).splitlines()[-1])
+    scan = json.loads(_study("flip_average.py", "--model", graph, "--data", synth_root).splitlines()[-1])["scan"]
+    assert list(out) == ["one view", "4 views (8 px)", "16 views (4 px)"]
+    for k in ("accuracy", "pointing", "energy"):
+        assert out["one view"][k] == pytest.approx(scan[k], abs=1e-9), k
+    for r in out.values():
+        assert all(0 <= r[k] <= 1 for k in ("accuracy", "pointing", "energy"))

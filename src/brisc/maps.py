@@ -99,3 +99,25 @@ def stem_refine(m: np.ndarray, activation: np.ndarray, *, power: float = 2.0) ->
     block = w.reshape(*w.shape[:-2], g, k, g, k).mean((-3, -1))  # [g, g]
     q = np.repeat(np.repeat(m / block, k, -2), k, -1) * w
     return (q / q.max() if q.max() > 0 else q).astype(np.float32)
+
+
+def shift_scans(x: np.ndarray, dy: int, dx: int, fill: float = -1.0) -> np.ndarray:
+    """[B, C, H, W] preprocessed scans moved ``dy`` rows down and ``dx`` columns right, the gap ``fill`` (-1 is black
+    after brisc's normalisation): the view ``stitch_shifted`` takes back."""
+    out = np.full_like(x, fill)
+    out[..., dy:, dx:] = x[..., :x.shape[-2] - dy, :x.shape[-1] - dx]
+    return out
+
+
+def stitch_shifted(maps: np.ndarray, shifts: list[tuple[int, int]], patch: int = 16) -> np.ndarray:
+    """The model's [g, g] maps of shifted views (``shift_scans``), each spread over its patches' pixels and moved back
+    into the scan's frame, averaged -> [g*patch, g*patch] in [0, 1]. Views shifted by half a patch put each patch's
+    boundaries elsewhere, so their mean resolves the map to the cells that every view's peak patch covers: a finer
+    map that is still only the model's own, at one forward pass a view."""
+    maps = np.asarray(maps, np.float64)
+    size = maps.shape[-1] * patch
+    acc = np.zeros((size, size))
+    for m, (dy, dx) in zip(maps, shifts):
+        up = np.repeat(np.repeat(m, patch, 0), patch, 1)  # the view's frame
+        acc[:size - dy, :size - dx] += up[dy:, dx:]
+    return minmax(acc / len(shifts)).astype(np.float32)
