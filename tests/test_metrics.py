@@ -138,3 +138,6 @@ def test_stitched_shifted_views_narrow_the_peak_to_the_cells_every_view_covers()
     assert peak.min(0).tolist() == [96, 96] and peak.max(0).tolist() == [103, 103]
     moved = shift_scans(np.arange(16.0).reshape(1, 1, 4, 4), 1, 2)
     assert moved[0, 0, 1:, 2:].tolist() == [[0, 1], [4, 5], [8, 9]] and (moved[0, 0, 0] == -1).all()
+    back = shift_scans(np.arange(16.0).reshape(1, 1, 4, 4), -1, -2)  # up and left
+    assert back[0, 0, :3, :2].tolist() == [[6, 7], [10, 11], [14, 15]] and (back[0, 0, 3] == -1).all()
+    assert (shift_scans(moved, -1, -2)[0, 0, :3, :2] == np.arange(16.0).reshape(4, 4)[:3, :2]).all()

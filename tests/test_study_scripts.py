@@ -183,3 +183,12 @@ def test_shift_maps_one_view_is_the_scan_as_flip_average_scores_it(tiny_export, 
         assert out["one view"][k] == pytest.approx(scan[k], abs=1e-9), k
     for r in out.values():
         assert all(0 <= r[k] <= 1 for k in ("accuracy", "pointing", "energy"))
+
+
+def test_shift_robustness_scores_the_unmoved_scan_as_flip_average_and_every_shift(tiny_export, synth_root):
+    graph = tiny_export / "vit.onnx"
+    out = json.loads(_study("shift_robustness.py", "--model", graph, "--data", synth_root).splitlines()[-1])
+    scan = json.loads(_study("flip_average.py", "--model", graph, "--data", synth_root).splitlines()[-1])["scan"]
+    assert out["0,0"]["accuracy"] == pytest.approx(scan["accuracy"]) and out["0,0"]["errors"] == scan["errors"]
+    assert len(out) == 15 and {"16,16", "-16,0", "0,-4"} <= set(out)
+    assert all(0 <= r["flagged"] <= 1 and 0 <= r["accuracy"] <= 1 for r in out.values())

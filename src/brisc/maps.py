@@ -102,10 +102,14 @@ def stem_refine(m: np.ndarray, activation: np.ndarray, *, power: float = 2.0) ->
 
 
 def shift_scans(x: np.ndarray, dy: int, dx: int, fill: float = -1.0) -> np.ndarray:
-    """[B, C, H, W] preprocessed scans moved ``dy`` rows down and ``dx`` columns right, the gap ``fill`` (-1 is black
-    after brisc's normalisation): the view ``stitch_shifted`` takes back."""
+    """[B, C, H, W] preprocessed scans moved ``dy`` rows down and ``dx`` columns right (negative: up, left), the gap
+    ``fill`` (-1 is black after brisc's normalisation): the view ``stitch_shifted`` takes back."""
+    def span(d: int, n: int) -> tuple[slice, slice]:  # (where it lands, where it comes from)
+        return (slice(d, n), slice(0, n - d)) if d >= 0 else (slice(0, n + d), slice(-d, n))
+
+    (ty, sy), (tx, sx) = span(dy, x.shape[-2]), span(dx, x.shape[-1])
     out = np.full_like(x, fill)
-    out[..., dy:, dx:] = x[..., :x.shape[-2] - dy, :x.shape[-1] - dx]
+    out[..., ty, tx] = x[..., sy, sx]
     return out
 
 
