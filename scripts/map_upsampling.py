@@ -15,12 +15,13 @@ import json
 import numpy as np
 from PIL import Image
 
-from brisc.data import discover, load_mask
+from brisc.data import load_mask
 from brisc.imageio import load
 from brisc.inference.session import open_session
 from brisc.maps import guided_upsample, resize_map
 from brisc.metrics import energy_in_mask, pointing_game
 from brisc.runfolder import RunFolder
+from map_study import choose_and_report, masked_samples
 
 GRID = [(r, k) for r in (8, 16, 32) for k in (1.0, 2.0, 4.0)]
 
@@ -48,37 +49,12 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=600, help="training masks to choose the setting on (every k-th)")
     ap.add_argument("--slack", type=float, default=0.01, help="how much training pointing the chosen setting may lose")
     a = ap.parse_args()
-    rf = RunFolder(a.run)
-    train, val = set(rf.train_paths()), set(rf.val_paths())
-    masked = [s for s in discover(rf.data_root("vit")).samples if s.mask]
-    tr = [s for s in masked if s.path in train]
-    tr = tr[:: max(1, len(tr) // a.train)][: a.train]
-    va = [s for s in masked if s.path in val]
+    tr, va = masked_samples(RunFolder(a.run), a.train)
     sess = open_session(a.model)
-    t = scores(tr, sess, GRID)
-    base_p = t["bilinear"][0].mean()
-    ok = [k for k in GRID if t[k][0].mean() >= base_p - a.slack]
-    chosen = max(ok, key=lambda k: t[k][1].mean()) if ok else None
-    print("| setting | training pointing | training energy |\n|---|---:|---:|")
-    for k in ["bilinear", *GRID]:
-        print(f"| {k if k == 'bilinear' else f'guided radius={k[0]} power={k[1]:g}'} | {t[k][0].mean():.3f} | {t[k][1].mean():.3f} |")
-    if chosen is None:
-        print(f"no guided setting keeps the training pointing game within {a.slack}: nothing to report on validation")
-        return
-    v = scores(va, sess, [chosen])
-    classes = np.array([s.class_name for s in va])
-    print(f"\nchosen on {len(tr)} training masks: radius {chosen[0]}, power {chosen[1]:g}; "
-          f"validation ({len(va)} masks):\n\n| class | masks | pointing: bilinear / guided | energy: bilinear / guided |"
-          "\n|---|---:|---:|---:|")
-    rows = {}
-    for c in [*sorted(set(classes)), "all"]:
-        sel = np.ones(len(va), bool) if c == "all" else classes == c
-        b, g = v["bilinear"], v[chosen]
-        rows[c] = {"n": int(sel.sum()), "pointing": [b[0][sel].mean(), g[0][sel].mean()],
-                   "energy": [b[1][sel].mean(), g[1][sel].mean()]}
-        print(f"| {c} | {sel.sum()} | {b[0][sel].mean():.3f} / {g[0][sel].mean():.3f} | "
-              f"{b[1][sel].mean():.3f} / {g[1][sel].mean():.3f} |")
-    print(json.dumps({"chosen": chosen, "validation": rows}))
+    out = choose_and_report(lambda samples, settings: scores(samples, sess, settings), tr, va, GRID, slack=a.slack,
+                            name=lambda k: k if k == "bilinear" else f"guided radius={k[0]} power={k[1]:g}")
+    if out is not None:
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

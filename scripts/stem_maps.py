@@ -17,11 +17,12 @@ import json
 import numpy as np
 import torch
 
-from brisc.data import discover, load_mask
+from brisc.data import load_mask
 from brisc.imageio import load
 from brisc.maps import resize_map, stem_refine
 from brisc.metrics import energy_in_mask, pointing_game
 from brisc.runfolder import RunFolder
+from map_study import choose_and_report, masked_samples
 from brisc.train.checkpoint import load_model
 from brisc.train.explain import explanation_maps
 
@@ -67,44 +68,12 @@ def main() -> None:
     rf = RunFolder(a.run)
     model = load_model(rf.root, "vit").eval()
     acts = stem_activations(model)
-    train, val = set(rf.train_paths()), set(rf.val_paths())
-    masked = [s for s in discover(rf.data_root("vit")).samples if s.mask]
-    tr = [s for s in masked if s.path in train]
-    tr = tr[:: max(1, len(tr) // a.train)][: a.train]
-    va = [s for s in masked if s.path in val]
-    t = scores(tr, model, acts, GRID)
-    base_p = t["bilinear"][0].mean()
-    ok = [k for k in GRID if t[k][0].mean() >= base_p - a.slack]
-    chosen = max(ok, key=lambda k: t[k][1].mean()) if ok else None
-    print("| setting | training pointing | training energy |\n|---|---:|---:|")
-    for k in ["bilinear", *GRID]:
-        name = k if k == "bilinear" else f"stem {k[0]}x{k[0]}, power {k[1]:g}"
-        print(f"| {name} | {t[k][0].mean():.3f} | {t[k][1].mean():.3f} |")
-    if chosen is None:
-        print(f"no stem setting keeps the training pointing game within {a.slack}: nothing to report on validation")
-        return
-    v = scores(va, model, acts, GRID)
-    classes = np.array([s.class_name for s in va])
-    print(f"\nchosen on {len(tr)} training masks: stem {chosen[0]}x{chosen[0]}, power {chosen[1]:g}; validation "
-          f"({len(va)} masks):\n\n| class | masks | pointing: bilinear / stem | energy: bilinear / stem |"
-          "\n|---|---:|---:|---:|")
-    rows = {}
-    for c in [*sorted(set(classes)), "all"]:
-        sel = np.ones(len(va), bool) if c == "all" else classes == c
-        b, g = v["bilinear"], v[chosen]
-        rows[c] = {"n": int(sel.sum()), "pointing": [b[0][sel].mean(), g[0][sel].mean()],
-                   "energy": [b[1][sel].mean(), g[1][sel].mean()]}
-        print(f"| {c} | {sel.sum()} | {b[0][sel].mean():.3f} / {g[0][sel].mean():.3f} | "
-              f"{b[1][sel].mean():.3f} / {g[1][sel].mean():.3f} |")
-    print("\nevery setting on validation (shown, never chosen on):\n\n| setting | pointing | glioma pointing | energy |"
-          "\n|---|---:|---:|---:|")
-    every = {}
-    for k in ["bilinear", *GRID]:
-        gl = classes == "glioma"
-        every[str(k)] = [v[k][0].mean(), v[k][0][gl].mean(), v[k][1].mean()]
-        name = k if k == "bilinear" else f"stem {k[0]}x{k[0]}, power {k[1]:g}"
-        print(f"| {name} | {every[str(k)][0]:.3f} | {every[str(k)][1]:.3f} | {every[str(k)][2]:.3f} |")
-    print(json.dumps({"chosen": chosen, "validation": rows, "every_setting": every}))
+    tr, va = masked_samples(rf, a.train)
+    out = choose_and_report(lambda samples, settings: scores(samples, model, acts, settings), tr, va, GRID,
+                            slack=a.slack, every=True,
+                            name=lambda k: k if k == "bilinear" else f"stem {k[0]}x{k[0]}, power {k[1]:g}")
+    if out is not None:
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -192,3 +192,12 @@ def test_shift_robustness_scores_the_unmoved_scan_as_flip_average_and_every_shif
     assert out["0,0"]["accuracy"] == pytest.approx(scan["accuracy"]) and out["0,0"]["errors"] == scan["errors"]
     assert len(out) == 15 and {"16,16", "-16,0", "0,-4"} <= set(out)
     assert all(0 <= r["flagged"] <= 1 and 0 <= r["accuracy"] <= 1 for r in out.values())
+
+
+def test_map_upsampling_chooses_on_training_masks_and_reports_every_class(tiny_run, tiny_export, val):
+    text = _study("map_upsampling.py", "--run", tiny_run, "--model", tiny_export / "vit.onnx", "--train", "12",
+                  "--slack", "1")
+    out = json.loads(text.splitlines()[-1])
+    assert tuple(out["chosen"]) in {(r, k) for r in (8, 16, 32) for k in (1.0, 2.0, 4.0)}
+    assert out["validation"]["all"]["n"] == len([s for s in val if s.mask])
+    assert all(0 <= x <= 1 for r in out["validation"].values() for x in r["pointing"] + r["energy"])
