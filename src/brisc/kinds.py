@@ -1,5 +1,5 @@
-"""The one list of model kinds, of explanation methods and of validation split methods (torch-free, no imports):
-train, export, inference, the reports and the command-line options read them from here.
+"""The one list of model kinds, of explanation methods and of validation split methods (torch-free and light, so
+that `--help` stays fast): train, export, inference, the reports and the command-line options read them from here.
 
 A kind's builder (torch) lives in ``brisc.train.models``, keyed by the same names; its presets beside its
 model (``VIT_PRESETS``, ``SAE_PRESETS``) and its training presets in ``brisc.train.config.TRAIN_PRESETS``.
