@@ -167,7 +167,10 @@ def test_stem_maps_chooses_on_training_masks_and_reports_every_class_on_validati
     masked = [s for s in val if s.mask]
     assert tuple(out["chosen"]) in {(c, p) for c in (28, 56) for p in (1.0, 2.0, 4.0)}
     assert out["validation"]["all"]["n"] == len(masked) == sum(r["n"] for c, r in out["validation"].items() if c != "all")
-    assert out["validation"]["all"]["pointing"][0] == pytest.approx(out["every_setting"]["bilinear"][0])
+    # bilinear is the trainer's own scoring of the map (other batches: a near-tied peak may land on another mask)
+    trained = json.loads((run / "vit" / "metrics.json").read_text())["explanations"]["cls"]
+    assert out["validation"]["all"]["pointing"][0] == pytest.approx(trained["pointing_game"], abs=1.5 / len(masked))
+    assert out["validation"]["all"]["energy"][0] == pytest.approx(trained["energy_in_mask"], abs=1e-4)
     assert len(out["every_setting"]) == 7 and all(0 <= x <= 1 for r in out["every_setting"].values() for x in r)
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "stem_maps.py"), "--run", str(tiny_run)],
                        capture_output=True, text=True)
@@ -194,10 +197,13 @@ def test_shift_robustness_scores_the_unmoved_scan_as_flip_average_and_every_shif
     assert all(0 <= r["flagged"] <= 1 and 0 <= r["accuracy"] <= 1 for r in out.values())
 
 
-def test_map_upsampling_chooses_on_training_masks_and_reports_every_class(tiny_run, tiny_export, val):
-    text = _study("map_upsampling.py", "--run", tiny_run, "--model", tiny_export / "vit.onnx", "--train", "12",
-                  "--slack", "1")
-    out = json.loads(text.splitlines()[-1])
+def test_map_upsampling_chooses_on_training_masks_and_reports_every_class(tiny_run, tiny_export, synth_root, val):
+    graph = tiny_export / "vit.onnx"
+    out = json.loads(_study("map_upsampling.py", "--run", tiny_run, "--model", graph, "--train", "12", "--slack", "1")
+                     .splitlines()[-1])
     assert tuple(out["chosen"]) in {(r, k) for r in (8, 16, 32) for k in (1.0, 2.0, 4.0)}
     assert out["validation"]["all"]["n"] == len([s for s in val if s.mask])
     assert all(0 <= x <= 1 for r in out["validation"].values() for x in r["pointing"] + r["energy"])
+    scan = json.loads(_study("flip_average.py", "--model", graph, "--data", synth_root).splitlines()[-1])["scan"]
+    assert out["validation"]["all"]["pointing"][0] == pytest.approx(scan["pointing"])  # bilinear: brisc-infer's map
+    assert out["validation"]["all"]["energy"][0] == pytest.approx(scan["energy"])
