@@ -119,9 +119,7 @@ def stitch_shifted(maps: np.ndarray, shifts: list[tuple[int, int]], patch: int =
     boundaries elsewhere, so their mean resolves the map to the cells that every view's peak patch covers: a finer
     map that is still only the model's own, at one forward pass a view."""
     maps = np.asarray(maps, np.float64)
-    size = maps.shape[-1] * patch
-    acc = np.zeros((size, size))
+    acc = np.zeros((maps.shape[-2] * patch, maps.shape[-1] * patch))
     for m, (dy, dx) in zip(maps, shifts):
-        up = np.repeat(np.repeat(m, patch, 0), patch, 1)  # the view's frame
-        acc[:size - dy, :size - dx] += up[dy:, dx:]
+        acc += shift_scans(np.repeat(np.repeat(m, patch, 0), patch, 1), -dy, -dx, fill=0.0)  # the view's frame, back
     return minmax(acc / len(shifts)).astype(np.float32)
