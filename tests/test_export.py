@@ -211,6 +211,67 @@ def test_failed_self_check_deletes_the_output(tiny_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _run_copy(tiny_run, tmp_path, *, ema: bool = False):
+    """The tiny run's ViT with last-epoch weights unlike its best (and, with ``ema``, as an EMA run whose last
+    evaluated model lives in state.pt), and last-epoch validation logits of known temperature."""
+    from safetensors.torch import load_file, save_file
+
+    from brisc import CLASSES
+    from brisc.data import label_from_path
+    from brisc.metrics import fit_temperature
+    from brisc.train import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("hf_vit", "sae"))
+    rf = RunFolder(run)
+    last = {k: (v * 0.5 if v.is_floating_point() else v) for k, v in load_file(str(rf.weights("vit"))).items()}
+    logits = np.load(rf.val_logits("vit"))
+    logits[-1] = np.random.default_rng(0).normal(0, 3, logits[-1].shape)  # an epoch unlike the best
+    np.save(rf.val_logits("vit"), logits)
+    if ema:
+        cfg = rf.config("vit")
+        cfg["train"]["ema"] = 0.99
+        rf.config_path("vit").write_text(json.dumps(cfg))
+        state = ckpt.load_state(rf.state("vit"))
+        ckpt.save_state(rf.state("vit"), {**state, "ema": {"updates": 1, "weights": last}})
+        rf.last("vit").unlink()  # the raw weights are not what an EMA run evaluates
+    else:
+        save_file(last, str(rf.last("vit")))
+    y = [CLASSES.index(label_from_path(p)) for p in rf.val_paths()]
+    return run, last, fit_temperature(logits[-1], y), logits.shape[0]
+
+
+@pytest.mark.parametrize("ema", [False, True], ids=["plain", "ema"])
+def test_checkpoint_last_exports_the_last_epoch_with_its_own_temperature(tiny_run, tiny_export, tmp_path, real_batch,
+                                                                       ema):
+    run, last, temperature, epochs = _run_copy(tiny_run, tmp_path, ema=ema)
+    tm = load_trained(run, "vit", "last")
+    for k, v in tm.model.state_dict().items():
+        assert torch.equal(v, last[k]), k
+    best = load_trained(run, "vit").model.state_dict()
+    assert any(not torch.equal(v, best[k]) for k, v in last.items())  # so the equality above says which was loaded
+    out = tmp_path / "out"
+    r = run_cli("brisc.export.cli", "--run", run, "--models", "vit", "--checkpoint", "last", "--out", out)
+    assert r.returncode == 0, r.stderr
+    card = read_sidecar(out / "vit.onnx")
+    assert card.training_data["checkpoint"] == f"last (epoch {epochs})"
+    assert card.temperature == pytest.approx(temperature)
+    assert card.checkpoint_sha256 == load_trained(run, "vit", "last").checkpoint_sha256 != load_trained(
+        run, "vit").checkpoint_sha256
+    sess = ort.InferenceSession(str(out / "vit.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {"pixel_values": real_batch})[0]
+    assert np.abs(got - _torch(ExportWrapper(tm.model, temperature=temperature), real_batch)["logits"]).max() <= 1e-4
+    assert read_sidecar(tiny_export / "vit.onnx").training_data["checkpoint"].startswith("best (epoch ")
+
+
+def test_checkpoint_last_without_its_files_is_refused_in_one_line(tiny_run, tmp_path):
+    run, *_ = _run_copy(tiny_run, tmp_path)
+    RunFolder(run).val_logits("vit").unlink()
+    r = run_cli("brisc.export.cli", "--run", run, "--checkpoint", "last", "--out", tmp_path / "out", check=False)
+    assert r.returncode == 2 and "val_logits.npy: missing, so the last epoch cannot be exported" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case", ["missing run", "model not in run", "opset", "unwritable out", "heatmap layer",
                                   "heatmap head", "heatmap name"])
 def test_bad_input_exit_2_nothing_written(tiny_run, tmp_path, case):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from brisc.export.run import EXPORT_ROOT, ExportOptions, export_run, newest_run
+from brisc.export.run import CHECKPOINTS, EXPORT_ROOT, ExportOptions, export_run, newest_run
 from brisc.ood import DEFAULT_SCORE, SCORES
 
 __all__ = ["ExportOptions", "export_run", "main"]
@@ -31,9 +31,12 @@ __all__ = ["ExportOptions", "export_run", "main"]
 @click.option("--ood-score", default=DEFAULT_SCORE, show_default=True, type=click.Choice([*SCORES, "none"]),
               help="The graph's `ood_score` output (higher = less like the training scans); its threshold, set on "
                    "validation to flag at most 5%, goes into the model card.")
+@click.option("--checkpoint", type=click.Choice(list(CHECKPOINTS)), default="best", show_default=True,
+              help="best: " + CHECKPOINTS["best"] + "; last: " + CHECKPOINTS["last"] + ", chosen on nothing, so its "
+              "validation figures (temperature refitted on them) are not flattered by the choice.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: artifacts/export/<the run's name>].")
-def main(run, models, fmt, quantize, opset, full_attention, heatmap, ood_score, out) -> None:
+def main(run, models, fmt, quantize, opset, full_attention, heatmap, ood_score, checkpoint, out) -> None:
     """Export a brisc-train run's models with attention, heatmaps and ood_score as named outputs, checked against
     PyTorch. Each file gets a JSON sidecar (<file>.json), its model card, that brisc-infer verifies.
 
@@ -51,7 +54,7 @@ def main(run, models, fmt, quantize, opset, full_attention, heatmap, ood_score, 
     out = out or EXPORT_ROOT / run.name
     opts = ExportOptions(run=run, out=out, models=tuple(m.strip() for m in models.split(",")) if models else None,
                          format=fmt, quantize=quantize, opset=opset, full_attention=full_attention, heatmap=heatmap,
-                         ood_score=ood_score)
+                         ood_score=ood_score, checkpoint=checkpoint)
     with one_line_errors("brisc-export"):  # bad input (2), or a failed self-check (1): one line, nothing written
         export_run(opts)
 

@@ -18,6 +18,11 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 RUNS_ROOT = Path("artifacts/runs")  # where brisc-train puts runs by default; brisc-export takes the newest
 EXPORT_ROOT = Path("artifacts/export")
 
+# Which of a run's weights to export. "last" chooses nothing on validation, so its validation figures are honest
+# (choosing the best of 40 noisy epochs on the 501 scans it is scored on flatters it: brisc.selection).
+CHECKPOINTS = {"best": "the epoch with the best validation macro-F1 (model.safetensors)",
+               "last": "the last epoch's evaluated model (the weight average of an EMA run)"}
+
 
 def newest_run(root: Path = RUNS_ROOT) -> Path:
     """The run folder under ``root`` whose best checkpoint was written last."""
@@ -42,6 +47,7 @@ class ExportOptions:
     full_attention: bool = False
     heatmap: str | None = None  # the ViTs' recommended map (HeatmapSpec); None: the model's own best (default_heatmap)
     ood_score: str = DEFAULT_SCORE  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
+    checkpoint: str = "best"  # brisc.export.loading.CHECKPOINTS
 
 
 def _validate(opts: ExportOptions) -> list[str]:
@@ -124,7 +130,8 @@ def model_card(tm, wrapper, spec, opts: ExportOptions, temperature: float):
         heatmap_method=heatmap_method(tm.model, spec),
         explain_methods=KINDS[tm.kind].explain_methods,
         validation_metrics={k: val.get(k) for k in ("n", "accuracy", "macro_f1", "macro_auc", "ece", "ece_uncalibrated")},
-        training_data=training | {"data": Path(str(tm.config.get("data", ""))).name},  # the folder's name only
+        training_data=training | {"data": Path(str(tm.config.get("data", ""))).name,  # the folder's name only
+                                  "checkpoint": tm.config.get("checkpoint", f"best (epoch {tm.metrics.get('best_epoch')})")},
         checkpoint_sha256=tm.checkpoint_sha256, brisc_version=brisc.__version__, torch=torch.__version__,
         opset=opts.opset if opts.format == "onnx" else None)
 
@@ -181,7 +188,7 @@ def export_run(opts: ExportOptions, log=print) -> list[Path]:
     from brisc.sidecar import write_sidecar
 
     kinds = _validate(opts)
-    trained = {kind: load_trained(opts.run, kind) for kind in kinds}  # every file read before anything is created
+    trained = {kind: load_trained(opts.run, kind, opts.checkpoint) for kind in kinds}  # every file read before anything is created
     _claim_out(opts.out)
     paths = check_images(opts.run)
     if paths:

@@ -75,8 +75,8 @@ def int8_report(int8: Path, fp32: Path, run: Path) -> dict:
 
     val = RunFolder(run).val_paths()
     images = np.stack([load(p) for p in val])
-    kind = read_sidecar(fp32).model_kind
-    tm = load_trained(run, kind)
+    card = read_sidecar(fp32)
+    tm = load_trained(run, card.model_kind, card.training_data.get("checkpoint", "best").split()[0])
     wrapper = ExportWrapper(tm.model, temperature=tm.config["temperature"], lean=False)  # the model's own path
     speed = speeds(wrapper, {"ort_fp32": fp32, "ort_int8": int8}, images)
     parts = [agreement(fp32, int8, images[i:i + 64]) for i in range(0, len(images), 64)]

@@ -26,12 +26,25 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
-def load_model(run: Path, kind: str) -> torch.nn.Module:
-    """A run's trained ``kind``: the architecture rebuilt from its config.json (no network), its best weights
-    loaded, in eval mode. The caller checks ``RunFolder(run).has_model(kind)`` first, to word its own error."""
+def weights_file(run: Path, kind: str, checkpoint: str = "best") -> Path:
+    """Where a run's ``checkpoint`` ("best" or "last") of ``kind`` lies: the last epoch's evaluated model is the
+    weight average of an EMA run, which only state.pt holds, else last.safetensors."""
+    rf = RunFolder(run)
+    if checkpoint == "best":
+        return rf.weights(kind)
+    return rf.state(kind) if rf.config(kind).get("train", {}).get("ema", 0) > 0 else rf.last(kind)
+
+
+def load_model(run: Path, kind: str, checkpoint: str = "best") -> torch.nn.Module:
+    """A run's trained ``kind`` (``weights_file``): the architecture rebuilt from its config.json (no network), in
+    eval mode. The caller checks ``RunFolder(run).has_model(kind)`` first, to word its own error."""
     rf = RunFolder(run)
     model = model_from_config(kind, rf.config(kind)["model"])
-    load_weights(rf.weights(kind), model)
+    path = weights_file(run, kind, checkpoint)
+    if path.suffix == ".pt":
+        model.load_state_dict(load_state(path)["ema"]["weights"])
+    else:
+        load_weights(path, model)
     return model.eval()
 
 
