@@ -75,7 +75,8 @@ def last_epoch(rf: RunFolder, kind: str, config: dict) -> tuple[dict, dict]:
         logits = np.load(rf.val_logits(kind))
         y = np.array([CLASSES.index(label_from_path(p)) for p in rf.val_paths()])
     except (OSError, ValueError) as e:
-        raise ExportInputError(f"{rf.val_logits(kind)}: unreadable validation logits ({e})") from None
+        raise ExportInputError(f"{rf.val_logits(kind)}: cannot read the last epoch's validation logits or the "
+                               f"labels of {rf.split_path} ({e})") from None
     if logits.ndim != 3 or logits.shape[1] != len(y):
         raise ExportInputError(f"{rf.val_logits(kind)}: logits {logits.shape} do not match the {len(y)} validation "
                                f"scans of {rf.split_path}")
