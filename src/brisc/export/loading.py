@@ -9,14 +9,12 @@ import torch
 
 from brisc.errors import BriscError
 from brisc.export.run import CHECKPOINTS
-
 from brisc.runfolder import RunFolder
 from brisc.train import checkpoint as ckpt
 
 
 class ExportInputError(BriscError):
     """Bad input to brisc-export: one line, exit 2."""
-
 
 
 @dataclass

@@ -47,7 +47,7 @@ class ExportOptions:
     full_attention: bool = False
     heatmap: str | None = None  # the ViTs' recommended map (HeatmapSpec); None: the model's own best (default_heatmap)
     ood_score: str = DEFAULT_SCORE  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
-    checkpoint: str = "best"  # brisc.export.loading.CHECKPOINTS
+    checkpoint: str = "best"  # CHECKPOINTS
 
 
 def _validate(opts: ExportOptions) -> list[str]:
