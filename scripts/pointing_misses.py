@@ -45,8 +45,8 @@ def main() -> None:
                      "hit": bool(pointing_game(up, mask)), "px": peak_to_mask(up, mask), "top3": top_k_hit(m, mask),
                      "energy": energy_in_mask(up, mask)})
     print(f"{sess.name} ({sess.card.heatmap}), {len(rows)} validation masks\n\n| class | masks | pointing | axial | "
-          "coronal | sagittal | misses | their groups | peak to mask (median px) | top-3 patch on it | energy: "
-          "hits / misses |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "coronal | sagittal | misses | their groups | peak to mask (median px) | top-3 patch on it | energy | "
+          "energy: hits / misses |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for c in sorted({r["cls"] for r in rows}):
         rc = [r for r in rows if r["cls"] == c]
         miss = [r for r in rc if not r["hit"]]
@@ -60,7 +60,7 @@ def main() -> None:
         px = f"{np.median([r['px'] for r in miss]):.0f}" if miss else "-"
         top3 = f"{sum(r['top3'] for r in miss)} of {len(miss)}" if miss else "-"
         print(f"| {c} | {len(rc)} | {np.mean([r['hit'] for r in rc]):.3f} | {' | '.join(planes)} | {len(miss)} | "
-              f"{groups} | {px} | {top3} | {hit_e:.3f} / {miss_e} |")
+              f"{groups} | {px} | {top3} | {np.mean([r['energy'] for r in rc]):.3f} | {hit_e:.3f} / {miss_e} |")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ def test_pointing_misses_counts_every_validation_mask(tiny_export, synth_root, v
     for r in rows:
         hits = float(r[2])
         assert np.isclose(int(r[6]), round((1 - hits) * int(r[1])))  # the misses are the pointing game's
+        # the class's energy is the mean over its masks: the hits' and the misses' energies weighted by their counts
+        hit_e, miss_e = r[11].rstrip(" |").split(" / ")
+        parts = [(hits, float(hit_e))] if hit_e != "nan" else []
+        parts += [(1 - hits, float(miss_e))] if miss_e != "-" else []
+        assert 0 <= float(r[10]) <= 1 and np.isclose(float(r[10]), sum(w * e for w, e in parts), atol=2e-3)
 
 
 @pytest.mark.parametrize("graphs", [("vit.onnx",), ("vit.onnx", "vit.int8.onnx")])
