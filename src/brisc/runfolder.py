@@ -23,6 +23,11 @@ SPLIT, CONFIG, METRICS = "split.json", "config.json", "metrics.json"
 WEIGHTS, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
 VAL_LOGITS, VAL_LOGITS_MIRROR = "val_logits.npy", "val_logits_mirror.npy"
 
+# Which of a run's weights to export. "last" chooses nothing on validation, so its validation figures are honest
+# (choosing the best of 40 noisy epochs on the 501 scans it is scored on flatters it: brisc.selection).
+CHECKPOINTS = {"best": "the epoch with the best validation macro-F1 (model.safetensors)",
+               "last": "the last epoch's evaluated model (the weight average of an EMA run)"}
+
 
 @dataclass(frozen=True)
 class RunFolder:

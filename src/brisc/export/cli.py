@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from brisc.export.run import CHECKPOINTS, EXPORT_ROOT, ExportOptions, export_run, newest_run
+from brisc.export.run import EXPORT_ROOT, ExportOptions, export_run, newest_run
 from brisc.ood import DEFAULT_SCORE, SCORES
+from brisc.runfolder import CHECKPOINTS
 
 __all__ = ["ExportOptions", "export_run", "main"]
 

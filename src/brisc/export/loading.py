@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from brisc.errors import BriscError
-from brisc.export.run import CHECKPOINTS
-from brisc.runfolder import RunFolder
+from brisc.runfolder import CHECKPOINTS, RunFolder
 from brisc.train import checkpoint as ckpt
 
 

@@ -18,11 +18,6 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
 RUNS_ROOT = Path("artifacts/runs")  # where brisc-train puts runs by default; brisc-export takes the newest
 EXPORT_ROOT = Path("artifacts/export")
 
-# Which of a run's weights to export. "last" chooses nothing on validation, so its validation figures are honest
-# (choosing the best of 40 noisy epochs on the 501 scans it is scored on flatters it: brisc.selection).
-CHECKPOINTS = {"best": "the epoch with the best validation macro-F1 (model.safetensors)",
-               "last": "the last epoch's evaluated model (the weight average of an EMA run)"}
-
 
 def newest_run(root: Path = RUNS_ROOT) -> Path:
     """The run folder under ``root`` whose best checkpoint was written last."""
@@ -47,7 +42,7 @@ class ExportOptions:
     full_attention: bool = False
     heatmap: str | None = None  # the ViTs' recommended map (HeatmapSpec); None: the model's own best (default_heatmap)
     ood_score: str = DEFAULT_SCORE  # brisc.ood.SCORES, or "none" for a graph without ood_score (brisc.export.ood)
-    checkpoint: str = "best"  # CHECKPOINTS
+    checkpoint: str = "best"  # brisc.runfolder.CHECKPOINTS
 
 
 def _validate(opts: ExportOptions) -> list[str]:
